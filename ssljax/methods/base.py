@@ -1,0 +1,68 @@
+"""The `Method` protocol: a self-supervised method as pure functions.
+
+A method never holds state. Everything it carries between steps (EMA target,
+queue, DINO center, prototypes' freeze counter...) lives in `method_state`, a
+pytree owned by `TrainState`, so it is sharded, donated and checkpointed with
+the rest of the state.
+
+Every function takes the method's `config` (an `ml_collections.ConfigDict`,
+the `method` sub-config of an experiment config) first; `make_train_step`
+binds it with `functools.partial`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+PyTree = Any
+
+
+class StepOutput(NamedTuple):
+  """What `Method.loss` returns beside the scalar loss (its `aux`).
+
+  Attributes:
+    model_state: new mutable model state (BatchNorm statistics) of the online
+      network, same structure as the input `model_state`.
+    metrics: dict of scalar arrays to log (e.g. `{"logits_std": ...}`).
+    update: anything `post_update` needs from the forward pass (keys to push
+      into a queue, teacher logits for the DINO center...); `{}` if nothing.
+    embeddings: [B, D] backbone features of the first view, used by collapse
+      monitors; never differentiated.
+  """
+  model_state: PyTree
+  metrics: dict
+  update: PyTree
+  embeddings: jax.Array
+
+
+class Method(NamedTuple):
+  """A method as pure functions (see module docstring for the conventions).
+
+  Attributes:
+    name: registry name, e.g. "byol".
+    init: `init(config, rng, images) -> (params, model_state, method_state)`;
+      `images` is one raw uint8 batch [B, H, W, C] used for shapes only.
+    loss: `loss(config, params, model_state, method_state, images, rng, step)
+      -> (scalar_loss, StepOutput)`; makes its own views from the raw uint8
+      `images` with `ssljax.data.augment` inside the jitted step, and is
+      differentiated with respect to `params` only.
+    post_update: `post_update(config, params, method_state, update, step)
+      -> method_state`; runs after the optimizer update inside the same jitted
+      step (EMA of the target network, queue push, center update).
+    encode: `encode(config, params, model_state, images) -> [B, D]` backbone
+      features of uint8 (or float, already normalised) images in eval mode,
+      used by kNN and linear evaluation.
+    default_config: `default_config() -> ConfigDict` with the method's
+      hyper-parameters (temperatures, dims, momentum...).
+    optimizer_mask: optional `mask(params) -> pytree of bools`, False for
+      leaves the optimizer must not update (e.g. frozen prototypes), or None.
+  """
+  name: str
+  init: Callable
+  loss: Callable
+  post_update: Callable
+  encode: Callable
+  default_config: Callable
+  optimizer_mask: Callable | None = None
