@@ -97,6 +97,14 @@ def check_in_range(value, low, high, name: str, fn: str) -> None:
           f"{fn}: `{name}` must be in [{low}, {high}], got {value}.")
 
 
+def check_count(value, name: str, fn: str, minimum: int = 0) -> None:
+  """A static Python int >= `minimum` (iterations, sizes, cluster counts)."""
+  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+      or value < minimum):
+    raise ValueError(
+        f"{fn}: `{name}` must be a Python int >= {minimum}, got {value!r}.")
+
+
 def check_integer(x, name: str, fn: str) -> None:
   if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
     raise ValueError(

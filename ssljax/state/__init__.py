@@ -1,0 +1,11 @@
+"""Step-to-step state of SSL methods as NamedTuples with pure init/update.
+
+    from ssljax import state
+    target = state.ema.update(target, online, momentum)
+    q = state.queue.push(q, keys)
+    codes = state.sinkhorn(scores)
+"""
+
+from ssljax.state import center, ema, queue
+from ssljax.state._kmeans import KMeansState, kmeans
+from ssljax.state._sinkhorn import sinkhorn
