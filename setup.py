@@ -29,6 +29,6 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4"],
-        "tf": ["tensorflow>=2.16"],
+        "tf": ["tensorflow-cpu>=2.16"],
     },
 )
