@@ -1,0 +1,244 @@
+"""`train(config, workdir)`: the pre-training loop of a method.
+
+Runs on one CPU, one accelerator or many hosts alike. Each process loads its
+slice of the global batch; the slices become one global array sharded over
+the ("data",) mesh and the jitted step updates the replicated state.
+
+The workdir holds `checkpoints/` (every process writes its part), and, from
+process 0 only, `config.json`, `metrics.jsonl` and TensorBoard events.
+
+Starting again with the same workdir resumes from the latest checkpoint, and
+the resumed run is identical (parameters and logged metrics) to one that was
+never interrupted: the step's randomness is a function of (seed, step), and
+the data iterators restart from their saved states.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable, Iterator, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from ssljax import data as data_lib
+from ssljax import methods
+from ssljax.train.checkpoint import Checkpointer
+from ssljax.train.metrics import MetricsWriter
+from ssljax.train.optim import make_optimizer
+from ssljax.train.preemption import watch_preemption
+from ssljax.train.sharding import (check_batch_size, data_sharded, make_mesh,
+                                   replicated)
+from ssljax.train.state import TrainState, create_train_state
+from ssljax.train.step import make_train_step
+
+CONFIG_FILE = "config.json"
+
+# A hook sees the state after each update and may return metrics to log at
+# that step (an evaluation every n steps, say); it runs on every process.
+Hook = Callable[[int, TrainState], Optional[Mapping[str, float]]]
+
+# Metrics that must be finite for the state after the step to be usable.
+_FINITE = ("loss", "grad_norm")
+
+
+def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
+          hooks: Sequence[Hook] = ()) -> dict[str, float]:
+  """Pre-trains `config.method` for `config.total_steps` steps in `workdir`.
+
+  Each step's metrics are logged every `config.log_every` steps, at every
+  checkpoint and at the end; a checkpoint is saved every
+  `config.checkpoint_every` steps and at the end (asynchronously, the newest
+  `config.max_to_keep` kept, default 3). SIGTERM makes the loop save at the
+  end of the current step and return. A non-finite loss or gradient norm
+  stops training with a `FloatingPointError` naming the step; that state is
+  never saved, so the newest checkpoint is the last good one.
+  `images_per_sec` is measured between logged steps, so its first value
+  includes compilation.
+
+  Args:
+    config: experiment config (see `configs/common.py`): `method` (with its
+      `name`), `dataset.name`, `batch_size` (global), `total_steps`, `seed`,
+      `mesh`, `optimizer`, `checkpoint_every`, `log_every`; optionally
+      `max_to_keep` and `data_dir`.
+    workdir: directory of the run (created if missing).
+    method: the `Method` to train; default `ssljax.methods.get(
+      config.method.name)`.
+    data: endless iterator of this process's batch slices, dicts with
+      "image" (uint8 [B / process_count, H, W, C]) and "label", with
+      JSON-serialisable `get_state()` / `set_state(state)`; default:
+      `config.dataset.name`'s train split from `ssljax.data.load`, shuffled,
+      repeated.
+    hooks: callables `hook(step, state)` run after every update on every
+      process; a returned dict is logged at that step. They must not keep
+      `state`, whose buffers the next step reuses.
+
+  Returns:
+    The last logged metrics ("step", "loss", "learning_rate", "grad_norm",
+    "images_per_sec", the method's and the hooks' metrics); only "step" if
+    the workdir's run was already complete.
+
+  Raises:
+    IncompatibleCheckpointError: if `workdir` holds a checkpoint of another
+      run (nothing is written).
+    FloatingPointError: on a non-finite loss or gradient norm.
+
+  Example (SimCLR with a tiny CNN, two steps on 16 synthetic images):
+    >>> import tempfile
+    >>> import ml_collections, numpy as np
+    >>> from ssljax import data, methods, train
+    >>> config = ml_collections.ConfigDict(dict(
+    ...     method=methods.get("simclr").default_config(),
+    ...     dataset=dict(name="synthetic"), batch_size=8, total_steps=2,
+    ...     seed=0, mesh=dict(data=-1), checkpoint_every=2, log_every=1,
+    ...     optimizer=dict(name="lars", learning_rate=0.3, weight_decay=1e-6)))
+    >>> config.method.update(backbone="tiny_cnn", proj_hidden_dim=16,
+    ...                      proj_dim=8)
+    >>> config.method.augment.preset = "none"  # plain views: compiles fast
+    >>> records = [{"image": np.full((8, 8, 3), 16 * i, np.uint8), "label": i}
+    ...            for i in range(16)]
+    >>> workdir = tempfile.mkdtemp()
+    >>> metrics = train.train(config, workdir,
+    ...                       data=data.pipeline(records, batch_size=8))
+    >>> print(metrics["step"], np.isfinite(metrics["loss"]))
+    2 True
+    >>> print([r["step"] for r in train.read_metrics(workdir)])
+    [1, 2]
+  """
+  method = methods.get(config.method.name) if method is None else method
+  mesh = make_mesh(config)
+  check_batch_size(config.batch_size, mesh)
+  if data is None:
+    data = data_lib.load(
+        config.dataset.name, "train", batch_size=config.batch_size,
+        seed=config.seed, shuffle=True, num_epochs=None,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        data_dir=config.get("data_dir"))
+  # Global batches, placed on the devices ahead of the step that needs them.
+  batches = data_lib.DevicePrefetch(data, data_sharded(mesh))
+  tx = make_optimizer(config, trainable=method.optimizer_mask)
+
+  # The first batch gives the image shape; the iterator is then rewound.
+  first_data_state = batches.get_state()
+  init = _initializer(config, method, tx, mesh, next(batches)["image"].shape)
+
+  with Checkpointer(workdir, max_to_keep=config.get("max_to_keep", 3)) as ckpt:
+    restored = ckpt.restore(config, jax.eval_shape(init))
+    state, data_state = (init(), first_data_state) if restored is None \
+        else restored
+    batches.set_state(data_state)
+    start = int(jax.device_get(state.step))
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+      logging.info("train: %s from step %d in %s", method.name, start, workdir)
+    step_fn = make_train_step(config, method, tx, mesh)
+    with MetricsWriter(workdir, start_step=start) as writer, \
+        watch_preemption() as preempted:
+      return _loop(config, state, start, batches, step_fn, hooks, ckpt,
+                   writer, preempted)
+
+
+def restore_state(config, workdir: str, *, image_shape: Sequence[int],
+                  method=None, step: Optional[int] = None) -> TrainState:
+  """Loads a `TrainState` saved by `train` (for evaluation or inspection).
+
+  Args:
+    config: the run's config (e.g. read back from `<workdir>/config.json`).
+    workdir: the run's directory.
+    image_shape: (height, width, channels) of the training images.
+    method: the run's `Method`; default `ssljax.methods.get(
+      config.method.name)`.
+    step: the checkpoint to load; default the latest.
+
+  Returns:
+    The state, replicated over `make_mesh(config)` (any number of processes
+    and devices, not necessarily those of the run).
+
+  Raises:
+    FileNotFoundError: if `workdir` holds no checkpoint.
+    IncompatibleCheckpointError: if its checkpoint belongs to another config.
+  """
+  method = methods.get(config.method.name) if method is None else method
+  mesh = make_mesh(config)
+  tx = make_optimizer(config, trainable=method.optimizer_mask)
+  init = _initializer(config, method, tx, mesh,
+                      (config.batch_size, *tuple(image_shape)))
+  with Checkpointer(workdir) as ckpt:
+    restored = ckpt.restore(config, jax.eval_shape(init), step=step,
+                            data=False)
+  if restored is None:
+    raise FileNotFoundError(f"restore_state: no checkpoint in {workdir}.")
+  return restored[0]
+
+
+def _initializer(config, method, tx, mesh, batch_shape) -> Callable:
+  """A jitted `() -> TrainState` at step 0, replicated over `mesh`.
+
+  Built from constants only (the seed, zero images), so every process
+  creates the same state without exchanging arrays.
+  """
+  return jax.jit(
+      lambda: create_train_state(config, method, jax.random.key(config.seed),
+                                 jnp.zeros(batch_shape, jnp.uint8), tx),
+      out_shardings=replicated(mesh))
+
+
+def _loop(config, state, start, batches, step_fn, hooks, ckpt, writer,
+          preempted) -> dict[str, float]:
+  step = last_step = start
+  metrics = {}
+  last_time = time.perf_counter()
+  # The finiteness of step t's metrics is checked after step t+1 has been
+  # dispatched, so the host never waits for the device in between; steps that
+  # save or log are checked before anything is written.
+  unchecked = None
+  while step < config.total_steps:
+    state, step_metrics = step_fn(state, next(batches))
+    step += 1
+    if unchecked is not None:
+      _host_metrics(*unchecked, ckpt)
+    unchecked = (step, step_metrics)
+    extra = {}
+    for hook in hooks:
+      extra.update(hook(step, state) or {})
+    stop = preempted(step)
+    save = stop or step == config.total_steps or \
+        step % config.checkpoint_every == 0
+    if save or extra or step % config.log_every == 0:
+      now = time.perf_counter()
+      metrics = {**_host_metrics(step, step_metrics, ckpt), **extra,
+                 "images_per_sec": (step - last_step) * config.batch_size /
+                                   (now - last_time)}
+      unchecked, last_step, last_time = None, step, now
+      writer.write(step, metrics)
+      if jax.process_index() == 0:
+        logging.info("step %d: %s", step, ", ".join(
+            f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    if save:
+      ckpt.save(step, state, batches.get_state(), config)
+    if stop:
+      ckpt.wait()
+      logging.warning("train: SIGTERM received; saved step %d in %s, exiting.",
+                      step, ckpt.directory)
+      break
+  return {"step": step, **metrics}
+
+
+def _host_metrics(step: int, metrics: Mapping, ckpt: Checkpointer
+                  ) -> dict[str, float]:
+  """Fetches a step's metrics; raises if its loss or gradient is not finite."""
+  host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  bad = {k: host[k] for k in _FINITE if not math.isfinite(host[k])}
+  if bad:
+    ckpt.wait()
+    raise FloatingPointError(
+        f"train: non-finite {bad} at step {step}; training stopped and this "
+        f"state was not saved. The last good checkpoint in {ckpt.directory} "
+        f"is step {ckpt.latest_step()}.")
+  return host
+

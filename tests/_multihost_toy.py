@@ -1,0 +1,185 @@
+"""A small but real method, data source and config for the train tests.
+
+Shared by tests/test_train*.py, tests/test_checkpoint*.py and the
+multi-process worker script, so every test trains the same thing: a tiny
+CNN (conv 3x3 -> BatchNorm -> ReLU -> mean pool -> linear projector) with a
+SimCLR-style NT-Xent loss on two noisy views, an EMA of the parameters as
+method state (updated in `post_update`, like a BYOL target), and a frozen
+projector bias (via `optimizer_mask`). Everything is plain jnp so these tests
+do not depend on ssljax.models / ssljax.methods.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ssljax.methods.base import Method, StepOutput
+
+CHANNELS = 8
+BN_MOMENTUM = 0.9
+BN_EPS = 1e-5
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name="toy", temperature=0.5, dim=8, ema_momentum=0.9, noise=0.1,
+      nan_from_step=-1))
+
+
+def init(config, rng, images):
+  k_conv, k_proj = jax.random.split(rng)
+  in_channels = images.shape[-1]
+  dim = config.method.dim
+  params = {
+      "conv": {"kernel": 0.3 * jax.random.normal(
+          k_conv, (3, 3, in_channels, CHANNELS)),
+               "bias": jnp.zeros(CHANNELS)},
+      "bn": {"scale": jnp.ones(CHANNELS), "bias": jnp.zeros(CHANNELS)},
+      "proj": {"kernel": 0.3 * jax.random.normal(k_proj, (CHANNELS, dim)),
+               "bias": jnp.full((dim,), 0.1)},
+  }
+  model_state = {"mean": jnp.zeros(CHANNELS), "var": jnp.ones(CHANNELS)}
+  method_state = {"ema": jax.tree.map(jnp.copy, params)}
+  return params, model_state, method_state
+
+
+def apply(config, params, model_state, x, *, train):
+  """Tiny CNN; convolutions in `config.compute_dtype`, BN statistics in f32."""
+  dtype = jnp.dtype(config.get("compute_dtype", "float32"))
+  h = jax.lax.conv_general_dilated(
+      x.astype(dtype), params["conv"]["kernel"].astype(dtype), (1, 1), "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  h = h.astype(jnp.float32) + params["conv"]["bias"]
+  if train:
+    mean, var = h.mean(axis=(0, 1, 2)), h.var(axis=(0, 1, 2))
+    model_state = jax.tree.map(
+        lambda old, new: BN_MOMENTUM * old + (1 - BN_MOMENTUM) * new,
+        model_state, {"mean": mean, "var": var})
+  else:
+    mean, var = model_state["mean"], model_state["var"]
+  h = (h - mean) * jax.lax.rsqrt(var + BN_EPS)
+  h = jax.nn.relu(h * params["bn"]["scale"] + params["bn"]["bias"])
+  features = h.mean(axis=(1, 2))
+  z = features @ params["proj"]["kernel"] + params["proj"]["bias"]
+  return (features, z), model_state
+
+
+def views(config, images, rng):
+  """Two views: the image and its horizontal flip, each plus Gaussian noise."""
+  x = images.astype(jnp.float32) / 255.0
+  k1, k2 = jax.random.split(rng)
+  noise = config.method.noise
+  return (x + noise * jax.random.normal(k1, x.shape),
+          x[:, :, ::-1] + noise * jax.random.normal(k2, x.shape))
+
+
+def nt_xent(z1, z2, temperature):
+  z = jnp.concatenate([z1, z2])
+  z = z / jnp.linalg.norm(z, axis=1, keepdims=True)
+  n = z1.shape[0]
+  logits = z @ z.T / temperature - 1e9 * jnp.eye(2 * n)
+  positives = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
+  log_prob = jax.nn.log_softmax(logits)
+  return -jnp.mean(log_prob[jnp.arange(2 * n), positives])
+
+
+def loss(config, params, model_state, method_state, batch, rng, step):
+  del method_state
+  images = batch["image"]
+  v1, v2 = views(config, images, rng)
+  (features, z), model_state = apply(
+      config, params, model_state, jnp.concatenate([v1, v2]), train=True)
+  z1, z2 = jnp.split(z, 2)
+  value = nt_xent(z1, z2, config.method.temperature)
+  # Lets tests make the loss non-finite from a given step on.
+  nan_from = config.method.nan_from_step
+  value = jnp.where((nan_from >= 0) & (step >= nan_from), jnp.nan, value)
+  metrics = {"rng_probe": jax.random.uniform(rng),
+             "feature_std": features.std(axis=0).mean()}
+  return value, StepOutput(model_state=model_state, metrics=metrics,
+                           update={}, embeddings=features[: images.shape[0]])
+
+
+def post_update(config, params, method_state, update, step):
+  del update, step
+  m = config.method.ema_momentum
+  return {"ema": jax.tree.map(lambda t, o: m * t + (1 - m) * o,
+                              method_state["ema"], params)}
+
+
+def encode(config, params, model_state, images):
+  x = images.astype(jnp.float32) / 255.0
+  (features, _), _ = apply(config, params, model_state, x, train=False)
+  return features
+
+
+def optimizer_mask(params):
+  mask = jax.tree.map(lambda _: True, params)
+  mask["proj"]["bias"] = False
+  return mask
+
+
+TOY = Method(name="toy", init=init, loss=loss, post_update=post_update,
+             encode=encode, default_config=default_config,
+             optimizer_mask=optimizer_mask)
+
+
+def make_config(**overrides) -> ml_collections.ConfigDict:
+  """A tiny experiment config; `overrides` are dotted keys, e.g.
+  `make_config(**{"optimizer.name": "sgd"})`."""
+  config = ml_collections.ConfigDict(dict(
+      method=default_config(), dataset=dict(name="toy"), batch_size=16,
+      total_steps=6,
+      seed=0, mesh=dict(data=-1), compute_dtype="float32",
+      optimizer=dict(name="lars", learning_rate=0.5, weight_decay=1e-4,
+                     momentum=0.9, warmup_steps=2),
+      checkpoint_every=3, max_to_keep=2, log_every=1))
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+  return config
+
+
+def toy_images(n=64, size=8, channels=1, seed=0):
+  """Deterministic uint8 images [n, size, size, channels] and int labels."""
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+  return images, (np.arange(n) % 10).astype(np.int32)
+
+
+class ArrayIterator:
+  """Global batch i is rows [i·B, (i+1)·B) mod n; yields this process's slice.
+
+  Implements the data-iterator protocol the train loop needs: `next()` and
+  `get_state()` / `set_state()` with a JSON-serialisable state.
+  """
+
+  def __init__(self, images, labels, *, global_batch, process_index=0,
+               process_count=1):
+    self._images, self._labels = images, labels
+    self._global_batch = global_batch
+    self._local = global_batch // process_count
+    self._offset = process_index * self._local
+    self._position = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    n = len(self._images)
+    rows = (self._position * self._global_batch + self._offset
+            + np.arange(self._local)) % n
+    self._position += 1
+    return {"image": self._images[rows], "label": self._labels[rows]}
+
+  def get_state(self):
+    return {"position": self._position}
+
+  def set_state(self, state):
+    self._position = state["position"]
