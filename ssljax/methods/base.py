@@ -5,9 +5,10 @@ queue, DINO center, prototypes' freeze counter...) lives in `method_state`, a
 pytree owned by `TrainState`, so it is sharded, donated and checkpointed with
 the rest of the state.
 
-Every function takes the method's `config` (an `ml_collections.ConfigDict`,
-the `method` sub-config of an experiment config) first; `make_train_step`
-binds it with `functools.partial`.
+Every function takes the experiment `config` (an `ml_collections.ConfigDict`)
+first; the method reads its hyper-parameters from `config.method` (which
+starts from its `default_config()`) and schedules from `config.total_steps`.
+`make_train_step` binds it with `functools.partial`.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ class Method(NamedTuple):
     name: registry name, e.g. "byol".
     init: `init(config, rng, images) -> (params, model_state, method_state)`;
       `images` is one raw uint8 batch [B, H, W, C] used for shapes only.
-    loss: `loss(config, params, model_state, method_state, images, rng, step)
-      -> (scalar_loss, StepOutput)`; makes its own views from the raw uint8
-      `images` with `ssljax.data.augment` inside the jitted step, and is
+    loss: `loss(config, params, model_state, method_state, batch, rng, step)
+      -> (scalar_loss, StepOutput)`; `batch` is the global batch dict
+      (`"image"` raw uint8 [B, H, W, C], `"label"` int32 [B], used only by
+      supervised methods); makes its own views from the raw images with
+      `ssljax.data.augment` inside the jitted step, and is
       differentiated with respect to `params` only.
     post_update: `post_update(config, params, method_state, update, step)
       -> method_state`; runs after the optimizer update inside the same jitted
@@ -55,7 +58,8 @@ class Method(NamedTuple):
       features of uint8 (or float, already normalised) images in eval mode,
       used by kNN and linear evaluation.
     default_config: `default_config() -> ConfigDict` with the method's
-      hyper-parameters (temperatures, dims, momentum...).
+      hyper-parameters (temperatures, dims, momentum, backbone name...), the
+      value of `config.method`.
     optimizer_mask: optional `mask(params) -> pytree of bools`, False for
       leaves the optimizer must not update (e.g. frozen prototypes), or None.
   """

@@ -1,0 +1,1 @@
+"""Experiment configs: `configs/<method>.py::get_config(arg)` (see common)."""

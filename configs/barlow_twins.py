@@ -1,0 +1,33 @@
+"""Barlow Twins (Zbontar et al. 2021) experiment configs.
+
+    python experiments/pretrain.py --config=configs/barlow_twins.py:cifar10 \
+        --workdir=runs/barlow_twins_cifar10
+
+`get_config(arg)`: arg = preset[,key=value...], see `configs/common.py`.
+Published linear top-1 that the presets target:
+  cifar10       92.10  ResNet-18, 1000 epochs (solo-learn)
+  cifar100      70.90  ResNet-18, 1000 epochs (solo-learn)
+  imagenet100   80.38  ResNet-18, 400 epochs (solo-learn, online probe)
+  imagenet2012  73.2   ResNet-50, 1000 epochs, batch 2048 (paper, Table 1)
+  mnist5k       none published: a smoke run of a few minutes on a CPU.
+"""
+
+from configs import common
+
+_SOLO_LEARN = {"method.proj_hidden_dim": 2048, "method.proj_dim": 2048,
+               "method.scale": 0.1, "optimizer.learning_rate": 0.3,
+               "optimizer.weight_decay": 1e-4}
+
+RECIPES = {
+    "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
+                "method.proj_dim": 256},
+    "cifar": _SOLO_LEARN,
+    "imagenet100": _SOLO_LEARN,
+    "imagenet2012": {"batch_size": 2048, "total_epochs": 1000.0,
+                     "optimizer.learning_rate": 0.2,
+                     "optimizer.weight_decay": 1.5e-6},
+}
+
+
+def get_config(arg: str = "mnist5k"):
+  return common.get_config("barlow_twins", arg, RECIPES)

@@ -1,0 +1,243 @@
+"""What every `configs/<method>.py` shares: dataset presets, fields, overrides.
+
+Each method config has `get_config(arg="mnist5k")`, where `arg` is a dataset
+preset optionally followed by comma-separated overrides:
+
+    <preset>[,<key>=<value>...]
+
+    mnist5k                                  the default, minutes on a CPU
+    cifar10,batch_size=128,total_epochs=200
+    cifar100,method.temperature=0.1,optimizer.name=sgd
+    imagenet100,mesh.data=8,compute_dtype=float32
+
+Presets: mnist5k, cifar10, cifar100, imagenet100, imagenet2012. A key is a
+dotted path into the config; a value is a Python literal (`0.1`, `(0.2,
+1.0)`, `'sgd'`), a bare word being taken as a string. A value cannot contain
+`,<word>=`, which starts the next override. ml_collections' command-line
+flags `--config.<key>=<value>` override the same fields after `get_config`.
+An unknown key, or a value whose type does not match the field's, raises
+`ValueError` naming the key.
+
+Fields of the returned (locked) `ml_collections.ConfigDict`:
+
+  method           the method's `default_config()` (`name` included) with
+                   the preset's recipe applied: backbone, heads, loss
+                   hyper-parameters, `augment` (an `ssljax.data.augment`
+                   preset and its overrides).
+  dataset          name, image_size, num_classes, train_size, mean, std.
+  batch_size       global batch (all devices together).
+  total_epochs     training length in epochs of `dataset.train_size`...
+  total_steps      ...in optimizer steps: total_epochs × steps_per_epoch,
+                   steps_per_epoch = train_size // batch_size. It follows
+                   `total_epochs` and `batch_size` until set itself.
+  seed             PRNG seed of the run.
+  mesh             mesh.data: devices on the "data" axis, -1 for all.
+  optimizer        name ("lars", "sgd" or "adamw"), learning_rate (the base
+                   rate for a batch of 256; `ssljax.train` multiplies it by
+                   batch_size / 256), weight_decay, momentum, warmup_steps.
+  checkpoint_every, log_every   in steps.
+  compute_dtype    "float32" or "bfloat16" (parameters stay float32).
+
+Settings that papers count in epochs (warm-up, DINO's frozen last layer and
+teacher-temperature warm-up, SwAV's queue start and frozen prototypes) are
+written `epochs(n)` in the recipes and stored in steps; like `total_steps`
+they follow `batch_size`.
+
+Recipes: mnist5k is ours (a CNN of 2 layers, 32 channels, trained in
+minutes on 2 CPU cores, views scaled to 28×28 digits); cifar10/cifar100 and
+imagenet100 are solo-learn's (da Costa et al., JMLR 2022: ResNet-18, 1000
+and 400 epochs); imagenet2012 follows each paper's ResNet-50 recipe. One
+difference holds for all: solo-learn's LARS clips its adaptive rate
+(`clip_lr`, η = 0.02), optax's LARS (η = 1e-3) does not.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any, Mapping, NamedTuple
+
+import ml_collections
+
+from ssljax import data, methods
+
+PRESETS = ("mnist5k", "cifar10", "cifar100", "imagenet100", "imagenet2012")
+
+# ImageNet-100 (the 100-class subset of Tian et al. 2019, "CMC", that
+# solo-learn uses) is not in `ssljax.data`'s registry, which provides the
+# facts of every other preset.
+_IMAGENET100 = dict(name="imagenet100", image_size=224, num_classes=100,
+                    train_size=126_689, mean=data.augment.IMAGENET_MEAN,
+                    std=data.augment.IMAGENET_STD)
+
+
+class Epochs(NamedTuple):
+  """A recipe value counted in epochs, stored as that many steps."""
+  count: float
+
+
+def epochs(count: float) -> Epochs:
+  """`count` epochs, resolved to steps with the config's batch and dataset."""
+  return Epochs(count)
+
+
+# Settings every method shares on a dataset, before the method's recipe.
+# Keys: "mnist5k", "cifar" (cifar10 and cifar100), "imagenet100",
+# "imagenet2012".
+DATASET_RECIPES = {
+    "mnist5k": {
+        "method.backbone": "tiny_cnn", "method.backbone_kwargs": {"width": 32},
+        "batch_size": 256, "total_epochs": 30.0,
+        "optimizer.warmup_steps": epochs(2), "log_every": 10,
+        "checkpoint_every": 150},
+    "cifar": {
+        "method.backbone": "resnet18",
+        "method.backbone_kwargs": {"stem": "cifar"}, "batch_size": 256,
+        "total_epochs": 1000.0, "optimizer.warmup_steps": epochs(10),
+        "compute_dtype": "bfloat16"},
+    "imagenet100": {
+        "method.backbone": "resnet18", "batch_size": 256,
+        "total_epochs": 400.0, "optimizer.warmup_steps": epochs(10),
+        "compute_dtype": "bfloat16"},
+    "imagenet2012": {
+        "method.backbone": "resnet50", "batch_size": 4096,
+        "total_epochs": 100.0, "optimizer.warmup_steps": epochs(10),
+        "compute_dtype": "bfloat16"},
+}
+
+# Augmentation settings by dataset and by kind of `ssljax.data.augment`
+# preset: two views ("simclr", "byol") or "multicrop". MNIST digits lose
+# their identity when flipped or cropped to 8% of their area; CIFAR recipes
+# drop the blur (SimCLR, App. B.9; solo-learn) and solo-learn trains DINO and
+# SwAV on CIFAR with two crops of scale (0.08, 1).
+_NO_COLOUR_OPS = {"method.augment.flip_prob": 0.0,
+                  "method.augment.blur_prob": 0.0,
+                  "method.augment.solarize_prob": 0.0}
+VIEW_RECIPES = {
+    ("mnist5k", "pair"): {"method.augment.scale": (0.3, 1.0),
+                          **_NO_COLOUR_OPS},
+    ("mnist5k", "multicrop"): {"method.augment.num_local": 2,
+                               "method.augment.global_scale": (0.4, 1.0),
+                               "method.augment.local_scale": (0.1, 0.4),
+                               **_NO_COLOUR_OPS},
+    ("cifar", "pair"): {"method.augment.blur_prob": 0.0},
+    ("cifar", "multicrop"): {"method.augment.num_local": 0,
+                             "method.augment.global_scale": (0.08, 1.0),
+                             "method.augment.blur_prob": 0.0},
+}
+
+
+def parse_arg(arg: str) -> tuple[str, dict[str, Any]]:
+  """Splits "preset,key=value,..." into the preset and typed overrides.
+
+  Example:
+    >>> parse_arg("cifar10,batch_size=128,optimizer.name=sgd")
+    ('cifar10', {'batch_size': 128, 'optimizer.name': 'sgd'})
+    >>> parse_arg("mnist5k,method.augment.scale=(0.5,1.0)")[1]
+    {'method.augment.scale': (0.5, 1.0)}
+  """
+  # Split only before `key=`, so tuple values such as (0.5,1.0) survive.
+  parts = re.split(r",(?=\s*[\w.]+\s*=)", arg.strip())
+  preset = parts[0].strip()
+  if preset not in PRESETS:
+    raise ValueError(
+        f"get_config: `arg` must start with a dataset preset, one of "
+        f"{PRESETS}, got {arg!r}.")
+  overrides = {}
+  for part in parts[1:]:
+    key, _, text = part.partition("=")
+    overrides[key.strip()] = _literal(text.strip())
+  return preset, overrides
+
+
+def _literal(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # A bare word such as lars.
+
+
+def dataset_fields(preset: str) -> dict:
+  """`config.dataset`: what the method and the input pipeline need."""
+  if preset == "imagenet100":
+    return dict(_IMAGENET100)
+  info = data.info(preset)
+  return dict(name=info.name, image_size=info.image_shape[0],
+              num_classes=info.num_classes, train_size=info.num_train,
+              mean=info.mean, std=info.std)
+
+
+def base_config(method_name: str, preset: str) -> ml_collections.ConfigDict:
+  """The fields every experiment has, before any recipe."""
+  config = ml_collections.ConfigDict()
+  config.method = methods.get(method_name).default_config()
+  config.dataset = ml_collections.ConfigDict(dataset_fields(preset))
+  config.batch_size = 256
+  config.total_epochs = 100.0
+  config.total_steps = (config.get_ref("total_epochs")
+                        * _steps_per_epoch(config)).to_int()
+  config.seed = 0
+  config.mesh = ml_collections.ConfigDict(dict(data=-1))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="lars", learning_rate=0.3, weight_decay=1e-6, momentum=0.9,
+      warmup_steps=0))
+  config.checkpoint_every = 1000
+  config.log_every = 50
+  config.compute_dtype = "float32"
+  return config
+
+
+def _steps_per_epoch(config: ml_collections.ConfigDict):
+  """train_size // batch_size, as a reference that follows both fields."""
+  return config.dataset.get_ref("train_size") // config.get_ref("batch_size")
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Mapping[str, Any]) -> None:
+  """Sets dotted keys, keeping each field's type; errors name the key."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise ValueError(f"get_config: unknown config key `{key}`.")
+      node = node[part]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      fields = sorted(node.keys()) if hasattr(node, "keys") else []
+      raise ValueError(
+          f"get_config: unknown config key `{key}`; fields there: {fields}.")
+    if isinstance(value, Epochs):
+      value = (value.count * _steps_per_epoch(config)).to_int()
+    try:
+      setattr(node, leaf, value)
+    except TypeError as e:
+      raise ValueError(
+          f"get_config: config key `{key}` is a "
+          f"{type(node[leaf]).__name__}, got {value!r}: {e}") from None
+
+
+def get_config(method_name: str, arg: str,
+               recipes: Mapping[str, Mapping[str, Any]]
+               ) -> ml_collections.ConfigDict:
+  """A method's locked config for `arg` (see the module docstring).
+
+  Applied in order: `base_config`, the dataset's `DATASET_RECIPES` and
+  `VIEW_RECIPES`, the method's recipe, then the overrides of `arg`.
+
+  Args:
+    method_name: registry name of the method (`ssljax.methods.get`).
+    arg: "preset[,key=value...]".
+    recipes: the method's published hyper-parameters as {dotted key: value}
+      under the keys of `DATASET_RECIPES`.
+  """
+  preset, overrides = parse_arg(arg)
+  config = base_config(method_name, preset)
+  family = "cifar" if preset.startswith("cifar") else preset
+  views = ("multicrop" if config.method.augment.preset == "multicrop"
+           else "pair")
+  apply_overrides(config, DATASET_RECIPES[family])
+  apply_overrides(config, VIEW_RECIPES.get((family, views), {}))
+  apply_overrides(config, recipes[family])
+  apply_overrides(config, overrides)
+  config.lock()
+  return config

@@ -1,0 +1,37 @@
+"""MoCo v3 (Chen, Xie & He 2021) experiment configs.
+
+    python experiments/pretrain.py --config=configs/moco_v3.py:cifar10 \
+        --workdir=runs/moco_v3_cifar10
+
+`get_config(arg)`: arg = preset[,key=value...], see `configs/common.py`.
+Published linear top-1 that the presets target:
+  cifar10       93.10  ResNet-18, 1000 epochs (solo-learn)
+  cifar100      68.83  ResNet-18, 1000 epochs (solo-learn)
+  imagenet100   80.36  ResNet-18, 400 epochs (solo-learn, online probe)
+  imagenet2012  72.8   ResNet-50, 300 epochs, batch 4096 (the official
+                       ResNet-50 command: T = 1.0, LARS 0.3, wd 1e-6, crops
+                       of scale (0.2, 1), zero-initialised residual BN)
+  mnist5k       none published: a smoke run of a few minutes on a CPU.
+"""
+
+from configs import common
+
+_SOLO_LEARN = {"method.proj_hidden_dim": 4096, "method.proj_dim": 256,
+               "method.pred_hidden_dim": 4096, "method.temperature": 0.2,
+               "optimizer.learning_rate": 0.3, "optimizer.weight_decay": 1e-6}
+
+RECIPES = {
+    "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
+                "method.proj_dim": 64, "method.pred_hidden_dim": 256},
+    "cifar": _SOLO_LEARN,
+    "imagenet100": _SOLO_LEARN,
+    "imagenet2012": {"total_epochs": 300.0, "method.temperature": 1.0,
+                     "method.augment.scale": (0.2, 1.0),
+                     "method.backbone_kwargs": {"zero_init_residual": True},
+                     "optimizer.learning_rate": 0.3,
+                     "optimizer.weight_decay": 1e-6},
+}
+
+
+def get_config(arg: str = "mnist5k"):
+  return common.get_config("moco_v3", arg, RECIPES)

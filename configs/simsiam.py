@@ -1,0 +1,35 @@
+"""SimSiam (Chen & He 2021) experiment configs.
+
+    python experiments/pretrain.py --config=configs/simsiam.py:cifar10 \
+        --workdir=runs/simsiam_cifar10
+
+`get_config(arg)`: arg = preset[,key=value...], see `configs/common.py`.
+Published linear top-1 that the presets target:
+  cifar10       90.51  ResNet-18, 1000 epochs (solo-learn)
+  cifar100      66.04  ResNet-18, 1000 epochs (solo-learn)
+  imagenet100   74.54  ResNet-18, 400 epochs (solo-learn, online probe)
+  imagenet2012  68.1   ResNet-50, 100 epochs, batch 512 (paper, Table 4)
+  mnist5k       none published: a smoke run of a few minutes on a CPU.
+"""
+
+from configs import common
+
+_SOLO_LEARN = {"optimizer.name": "sgd", "optimizer.learning_rate": 0.5,
+               "optimizer.weight_decay": 1e-5}
+# solo-learn crops down to 8% of the image, SimSiam (MoCo v2's views) to 20%.
+_SOLO_LEARN_CROPS = {"method.augment.scale": (0.08, 1.0)}
+
+RECIPES = {
+    "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
+                "method.proj_dim": 256, "method.pred_hidden_dim": 64},
+    "cifar": {**_SOLO_LEARN, **_SOLO_LEARN_CROPS},
+    "imagenet100": {**_SOLO_LEARN, **_SOLO_LEARN_CROPS, "batch_size": 128},
+    "imagenet2012": {"batch_size": 512, "optimizer.name": "sgd",
+                     "optimizer.learning_rate": 0.05,
+                     "optimizer.weight_decay": 1e-4,
+                     "optimizer.warmup_steps": 0},
+}
+
+
+def get_config(arg: str = "mnist5k"):
+  return common.get_config("simsiam", arg, RECIPES)

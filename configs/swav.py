@@ -1,0 +1,51 @@
+"""SwAV (Caron et al. 2020) experiment configs.
+
+    python experiments/pretrain.py --config=configs/swav.py:cifar10 \
+        --workdir=runs/swav_cifar10
+
+`get_config(arg)`: arg = preset[,key=value...], see `configs/common.py`.
+Published linear top-1 that the presets target:
+  cifar10       89.17  ResNet-18, 1000 epochs, 2 crops (solo-learn)
+  cifar100      64.88  ResNet-18, 1000 epochs, 2 crops (solo-learn)
+  imagenet100   74.04  ResNet-18, 400 epochs, 2 crops (solo-learn, online
+                       probe)
+  imagenet2012  75.3   ResNet-50, 800 epochs, batch 4096, 2×224 + 6×96 crops
+                       (paper, Table 1)
+  mnist5k       none published: a smoke run of a few minutes on a CPU, with
+                2 local crops of 12×12.
+solo-learn's small-batch recipe (CIFAR, ImageNet-100) adds a queue of 3840
+features from epoch 50 and freezes the prototypes for 2 epochs; the
+ImageNet recipe has no queue and freezes them for 313 steps (1 epoch).
+"""
+
+from configs import common
+
+_SOLO_LEARN = {"method.proj_hidden_dim": 2048, "method.proj_dim": 128,
+               "method.num_prototypes": 3000, "method.queue_size": 3840,
+               "method.queue_start_steps": common.epochs(50),
+               "method.freeze_prototypes_steps": common.epochs(2),
+               "method.augment.brightness": 0.8,
+               "method.augment.contrast": 0.8,
+               "method.augment.saturation": 0.8, "method.augment.hue": 0.2,
+               "method.augment.solarize_prob": 0.0,
+               "optimizer.learning_rate": 0.6, "optimizer.weight_decay": 1e-6}
+
+RECIPES = {
+    "mnist5k": {"method.proj_hidden_dim": 256, "method.proj_dim": 64,
+                "method.num_prototypes": 100, "method.queue_size": 1024,
+                "method.queue_start_steps": common.epochs(5),
+                "method.freeze_prototypes_steps": common.epochs(1),
+                "optimizer.learning_rate": 0.6,
+                "optimizer.weight_decay": 1e-6},
+    "cifar": _SOLO_LEARN,
+    "imagenet100": {**_SOLO_LEARN, "method.augment.num_local": 0,
+                    "method.augment.global_scale": (0.08, 1.0)},
+    "imagenet2012": {"total_epochs": 800.0,
+                     "method.freeze_prototypes_steps": common.epochs(1),
+                     "optimizer.learning_rate": 0.3,
+                     "optimizer.weight_decay": 1e-6},
+}
+
+
+def get_config(arg: str = "mnist5k"):
+  return common.get_config("swav", arg, RECIPES)

@@ -1,0 +1,58 @@
+"""Train steps on 8 fake CPU devices equal the steps on one device.
+
+Same global batch, same PRNG key: under `jax.jit` over the ("data",) mesh
+every method sees the global batch (BatchNorm statistics, negatives, the
+Sinkhorn sums, the DINO center, the queue), and its augmentations do not
+depend on the sharding, so parameters, model state and method state must
+match the single-device run.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from test_methods import BATCH, batches, run_steps, tiny_config
+
+# Two steps, so that the second one uses what the first one's post-update
+# left: the EMA target, the pushed queue (full for SwAV, whose queue then
+# joins the Sinkhorn step; wrapping for MoCo), the center, the unfrozen
+# DINO last layer and SwAV prototypes.
+CASES = {
+    "simclr": {},
+    "byol": {},
+    "dino": dict(freeze_last_layer_steps=1),
+    "moco_v2": dict(queue_size=BATCH + BATCH // 2),
+    "swav": dict(queue_size=BATCH, freeze_prototypes_steps=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_eight_devices_equal_one(name):
+  assert jax.device_count() == 8
+  steps = batches(2)
+  runs = {}
+  for devices in (8, 1):
+    config = tiny_config(name, **CASES[name])
+    # SGD, not Adam: Adam turns the rounding noise of gradients that are
+    # zero in exact arithmetic (a bias followed by BatchNorm) into
+    # learning-rate-sized steps of random sign.
+    config.optimizer.update(name="sgd", learning_rate=0.5)
+    config.mesh.data = devices
+    runs[devices] = run_steps(config, steps)
+  (history8, metrics8), (history1, metrics1) = runs[8], runs[1]
+  for m8, m1 in zip(metrics8, metrics1):
+    assert np.isfinite(m8["loss"])
+    assert_close(m8, m1)
+  for part in ("params", "model_state", "method_state"):
+    assert_close(getattr(history8[-1], part), getattr(history1[-1], part))
+
+
+def assert_close(tree8, tree1):
+  """Leaf by leaf to 1e-5 of the leaf's largest entry: summation orders
+  differ between the sharded and the single-device reductions, and a small
+  entry can come from the cancellation of large ones."""
+  def check(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    np.testing.assert_allclose(x, y, rtol=1e-5,
+                               atol=1e-5 * max(1.0, np.abs(y).max()))
+  jax.tree.map(check, tree8, tree1)
