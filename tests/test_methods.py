@@ -116,7 +116,8 @@ def numpy_cosine_momentum(t, total, base, final):
 
 
 def test_registry_lists_every_method():
-  assert set(methods.names()) == set(NAMES)
+  # The pretext methods are checked in test_methods_pretext.py.
+  assert set(NAMES) <= set(methods.names())
   for name in NAMES:
     method = methods.get(name)
     assert method.name == name

@@ -17,6 +17,7 @@ tfds and grain are imported only in this package.
 """
 
 from ssljax.data import augment
+from ssljax.data._balanced import BalancedBatches, balanced, balanced_indices
 from ssljax.data._datasets import DATASETS
 from ssljax.data._datasets import DatasetInfo
 from ssljax.data._datasets import default_data_dir
@@ -30,4 +31,5 @@ from ssljax.data._pipeline import to_global_array
 __all__ = [
     "augment", "DATASETS", "DatasetInfo", "default_data_dir", "info", "load",
     "CheckedSource", "DevicePrefetch", "pipeline", "to_global_array",
+    "BalancedBatches", "balanced", "balanced_indices",
 ]

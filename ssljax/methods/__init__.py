@@ -20,13 +20,17 @@ Example:
 
 from __future__ import annotations
 
-from ssljax.methods import (barlow_twins, byol, dino, moco_v2, moco_v3, nnclr,
-                            simclr, simsiam, supcon, swav, vicreg)
+from ssljax.methods import (barlow_twins, byol, clip, colorization,
+                            context_encoder, cpc, denoising_autoencoder, dino,
+                            exemplar, jigsaw, metric, moco_v2, moco_v3, nnclr,
+                            relative_patch, rotation, simclr, simsiam, supcon,
+                            swav, vicreg)
 from ssljax.methods.base import Method, StepOutput
 
 _REGISTRY = {module.METHOD.name: module.METHOD for module in (
     simclr, moco_v2, moco_v3, byol, simsiam, barlow_twins, vicreg, dino, swav,
-    nnclr, supcon)}
+    nnclr, supcon, rotation, jigsaw, relative_patch, context_encoder,
+    colorization, denoising_autoencoder, exemplar, metric, clip, cpc)}
 
 
 def names() -> tuple[str, ...]:

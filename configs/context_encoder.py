@@ -1,0 +1,29 @@
+"""Context encoder (Pathak et al. 2016) experiment configs.
+
+    python experiments/pretrain.py --config=configs/context_encoder.py:cifar10 \
+        --workdir=runs/context_encoder_cifar10
+
+`get_config(arg)`: arg = preset[,key=value...], see `configs/common.py`.
+Optimizer: the paper's Adam (learning rate 2e-4 at batch 64, about 1e-3 per
+256 images); the central quarter is removed, with a border of 4 pixels
+per 128 (rounded, at least 1) weighted 10.
+Published numbers: the paper evaluates AlexNet features by fine-tuning on
+PASCAL VOC, none of the linear probes of these presets, so no preset has a
+target number; mnist5k is a smoke run of a few minutes on a CPU.
+"""
+
+from configs import common
+
+_ADAM = {"optimizer.name": "adamw", "optimizer.learning_rate": 1e-3,
+         "optimizer.weight_decay": 0.0, "optimizer.momentum": 0.5}
+
+RECIPES = {
+    "mnist5k": {"method.decoder_width": 32, "method.overlap": 1, **_ADAM},
+    "cifar": {"total_epochs": 100.0, "method.overlap": 1, **_ADAM},
+    "imagenet100": {"total_epochs": 100.0, "method.overlap": 7, **_ADAM},
+    "imagenet2012": {"total_epochs": 100.0, "method.overlap": 7, **_ADAM},
+}
+
+
+def get_config(arg: str = "mnist5k"):
+  return common.get_config("context_encoder", arg, RECIPES)
