@@ -27,7 +27,7 @@ from absl import logging
 from ssljax import data as data_lib
 from ssljax import methods
 from ssljax.train.checkpoint import Checkpointer
-from ssljax.train.metrics import MetricsWriter
+from ssljax.train.metrics import MetricsWriter, ProgressBar
 from ssljax.train.optim import make_optimizer
 from ssljax.train.preemption import watch_preemption
 from ssljax.train.sharding import (check_batch_size, data_sharded, make_mesh,
@@ -56,8 +56,9 @@ def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
   end of the current step and return. A non-finite loss or gradient norm
   stops training with a `FloatingPointError` naming the step; that state is
   never saved, so the newest checkpoint is the last good one.
-  `images_per_sec` is measured between logged steps, so its first value
-  includes compilation.
+  `images_per_sec` is measured between logged steps, leaving out the hooks'
+  time, so its first value includes compilation. Process 0 shows a progress
+  bar on stderr.
 
   Args:
     config: experiment config (see `configs/common.py`): `method` (with its
@@ -138,9 +139,10 @@ def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
       logging.info("train: %s from step %d in %s", method.name, start, workdir)
     step_fn = make_train_step(config, method, tx, mesh)
     with MetricsWriter(workdir, start_step=start) as writer, \
+        ProgressBar(config.total_steps, start_step=start) as progress, \
         watch_preemption() as preempted:
       return _loop(config, state, start, batches, step_fn, hooks, ckpt,
-                   writer, preempted)
+                   writer, progress, preempted)
 
 
 def restore_state(config, workdir: str, *, image_shape: Sequence[int],
@@ -189,7 +191,7 @@ def _initializer(config, method, tx, mesh, batch_shape) -> Callable:
 
 
 def _loop(config, state, start, batches, step_fn, hooks, ckpt, writer,
-          preempted) -> dict[str, float]:
+          progress, preempted) -> dict[str, float]:
   step = last_step = start
   metrics = {}
   last_time = time.perf_counter()
@@ -204,8 +206,11 @@ def _loop(config, state, start, batches, step_fn, hooks, ckpt, writer,
       _host_metrics(*unchecked, ckpt)
     unchecked = (step, step_metrics)
     extra = {}
+    hooks_start = time.perf_counter()
     for hook in hooks:
       extra.update(hook(step, state) or {})
+    # Evaluations are not training: their time stays out of images_per_sec.
+    last_time += time.perf_counter() - hooks_start
     stop = preempted(step)
     save = stop or step == config.total_steps or \
         step % config.checkpoint_every == 0
@@ -216,9 +221,12 @@ def _loop(config, state, start, batches, step_fn, hooks, ckpt, writer,
                                    (now - last_time)}
       unchecked, last_step, last_time = None, step, now
       writer.write(step, metrics)
+      progress.update(step, metrics)
       if jax.process_index() == 0:
         logging.info("step %d: %s", step, ", ".join(
             f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    else:
+      progress.update(step)
     if save:
       ckpt.save(step, state, batches.get_state(), config)
     if stop:

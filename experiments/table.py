@@ -1,0 +1,153 @@
+"""Trains every registered method with one budget and tabulates the results.
+
+    python experiments/table.py --dataset=mnist5k --quick   # ~30 min on a CPU
+    python experiments/table.py --dataset=cifar10 --methods=simclr,byol
+
+Each method runs with its own `configs/<method>.py` recipe for the dataset
+preset, all with the same number of epochs (`--epochs`; default the preset's,
+10 with `--quick`), in `<workdir>/<method>` (re-running resumes or reuses
+finished runs). The frozen encoders are scored as in `pretrain.py` (weighted
+kNN top-1, linear probe top-1). Written to `<workdir>`:
+
+  table.md    method | kNN top-1 | linear top-1 | images/s | wall time (s)
+  table.png   the two accuracies of every method as bars
+
+A method whose run fails gets its error in the table instead of numbers; the
+others still run. images/s is the median of the logged training throughput;
+the wall time is this invocation's (training and evaluation), so a resumed
+run counts only what was left.
+"""
+
+import importlib
+import os
+import statistics
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+from absl import app, flags, logging
+
+from experiments import _cli
+from ssljax import methods
+from ssljax.train import metrics as metrics_lib
+
+QUICK_EPOCHS = 10.0
+
+_DATASET = flags.DEFINE_string("dataset", "mnist5k",
+                               "Dataset preset of the configs.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory of the runs; default runs/table_<dataset>.")
+_EPOCHS = flags.DEFINE_float(
+    "epochs", None, "Training epochs of every method; default the preset's "
+    f"({QUICK_EPOCHS:g} with --quick).")
+_QUICK = flags.DEFINE_bool("quick", False,
+                           f"Train {QUICK_EPOCHS:g} epochs per method.")
+_METHODS = flags.DEFINE_list("methods", None,
+                             "Methods to run; default all registered ones.")
+_OVERRIDES = flags.DEFINE_string(
+    "overrides", "", "More config overrides for every method, "
+    "`key=value,...` as in the configs' argument (configs/common.py).")
+
+_COLUMNS = ("method", "kNN top-1", "linear top-1", "images/s",
+            "wall time (s)")
+
+
+def method_config(name: str, dataset: str, epochs=None, overrides: str = ""):
+  """`configs/<name>.py`'s config for `dataset`, with `epochs` if given,
+  then `overrides` ("key=value,...")."""
+  arg = dataset if epochs is None else f"{dataset},total_epochs={epochs}"
+  arg = f"{arg},{overrides}" if overrides else arg
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def run_method(name: str, dataset: str, workdir: str, epochs=None,
+               overrides: str = "") -> dict:
+  """Trains and scores one method; a failure is returned as `error`."""
+  start = time.perf_counter()
+  try:
+    config = method_config(name, dataset, epochs, overrides)
+    final = _cli.pretrain(config, workdir)
+  except Exception as error:  # pylint: disable=broad-except
+    # One broken method must not cost the table the others' numbers.
+    logging.error("table: %s failed:\n%s", name, traceback.format_exc())
+    return {"method": name, "error": f"{type(error).__name__}: {error}"}
+  throughput = [r["images_per_sec"] for r in metrics_lib.read_metrics(workdir)
+                if r.get("images_per_sec") is not None]
+  return {"method": name, "knn_top1": final.get("knn_top1"),
+          "linear_top1": final.get("linear_top1"),
+          "images_per_sec": statistics.median(throughput) if throughput
+                            else None,
+          "wall_s": time.perf_counter() - start}
+
+
+def markdown(rows) -> str:
+  """The rows of `run_method` as a markdown table.
+
+  Example:
+    >>> print(markdown([{"method": "simclr", "knn_top1": 0.91234,
+    ...                  "linear_top1": 0.95, "images_per_sec": 812.3,
+    ...                  "wall_s": 150.2},
+    ...                 {"method": "dino", "error": "ValueError: x"}]))
+    | method | kNN top-1 | linear top-1 | images/s | wall time (s) |
+    |---|---|---|---|---|
+    | simclr | 91.23 | 95.00 | 812 | 150 |
+    | dino | failed: ValueError: x | - | - | - |
+  """
+  lines = ["| " + " | ".join(_COLUMNS) + " |",
+           "|" + "---|" * len(_COLUMNS)]
+  for row in rows:
+    if "error" in row:
+      cells = [row["method"], f"failed: {row['error']}", "-", "-", "-"]
+    else:
+      cells = [row["method"], _percent(row["knn_top1"]),
+               _percent(row["linear_top1"]), _number(row["images_per_sec"]),
+               _number(row["wall_s"])]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _percent(value) -> str:
+  return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _number(value) -> str:
+  return "n/a" if value is None else f"{value:.0f}"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  _cli.start()
+  dataset = _DATASET.value
+  workdir = _WORKDIR.value or os.path.join("runs", f"table_{dataset}")
+  epochs = _EPOCHS.value
+  if epochs is None and _QUICK.value:
+    epochs = QUICK_EPOCHS
+  names = _METHODS.value or methods.names()
+  rows = []
+  for name in names:
+    logging.info("table: training %s on %s", name, dataset)
+    rows.append(run_method(name, dataset, os.path.join(workdir, name),
+                           epochs, _OVERRIDES.value))
+  if jax.process_index() != 0:
+    return
+  table = markdown(rows)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
+    f.write(table + "\n")
+  metrics_lib.plot_bars(
+      os.path.join(workdir, "table.png"), [r["method"] for r in rows],
+      {key: [r.get(key) for r in rows] for key in ("knn_top1", "linear_top1")},
+      title=f"{dataset}: top-1 of the frozen encoders")
+  print(table)
+  ok = sum("error" not in r for r in rows)
+  print(f"table: {ok} of {len(rows)} methods trained on {dataset}; "
+        f"{os.path.join(workdir, 'table.md')}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,236 @@
+"""Evaluation of a run's frozen encoder: kNN, linear probe, collapse monitors.
+
+`evaluate` encodes the train and test splits of `config.dataset.name` with
+`method.encode` (eval mode, no augmentation: the images are only normalised)
+and scores the features with `ssljax.evaluate`:
+
+  knn_top1       weighted kNN, k = 20, T = 0.07: the monitor of Wu et al.
+                 (CVPR 2018) with DINO's `eval_knn.py` settings (Caron et al.,
+                 ICCV 2021).
+  knn1_top1      plain 1-nearest neighbour (cosine), the classifier of the
+                 raw-pixel baselines that tables quote next to kNN numbers.
+  embedding_std  std of the l2-normalised test features per dimension,
+                 ~1/sqrt(D) when healthy, 0 at collapse (Chen & He, SimSiam).
+  rankme         effective rank of the test features (Garrido et al. 2023).
+  linear_top1    test accuracy of a logistic-regression probe trained on the
+                 frozen train features (`linear_probe`, 100 epochs), when
+                 asked for: it costs more than the rest together.
+
+`evaluation_hook` runs it inside `train(...)` every `config.eval_every` steps
+(default: at every checkpoint) and at the last step, with the probe at the
+last step only.
+
+Encoding is data parallel like training: each process loads its slice of
+every global batch, the jitted encoder sees the global batch sharded over the
+("data",) mesh, and its output is replicated, so every process ends with all
+features and computes the same scores; only process 0 writes them. All
+features of both splits are held on every device and host, which suits the
+small evaluation sets this monitor is for (MNIST-5k, CIFAR: 60,000 x 512
+floats); for ImageNet-scale runs set `eval_every` to 0 (end of run only) or
+evaluate offline with `experiments/linear_eval.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from ssljax import data as data_lib
+from ssljax import evaluate
+from ssljax import methods
+from ssljax.train.sharding import data_sharded, make_mesh, replicated
+from ssljax.train.state import TrainState
+
+# DINO's kNN monitor (eval_knn.py defaults: k = 20, T = 0.07).
+KNN_K = 20
+KNN_TEMPERATURE = 0.07
+
+
+class Features(NamedTuple):
+  """Frozen features of a dataset's two splits (host numpy arrays).
+
+  Attributes:
+    train: [N_train, D] float32.
+    train_labels: [N_train] int32.
+    test: [N_test, D] float32.
+    test_labels: [N_test] int32.
+  """
+  train: np.ndarray
+  train_labels: np.ndarray
+  test: np.ndarray
+  test_labels: np.ndarray
+
+
+def make_encoder(config, method, mesh) -> Callable:
+  """`encode(params, model_state, images, labels) -> ([B, D], [B])`, jitted.
+
+  The parameters are replicated and the images and labels split over the
+  "data" axis of `mesh` as in the train step; features and labels come back
+  replicated so that every process can read all of them.
+  """
+  return jax.jit(
+      lambda params, model_state, images, labels: (
+          method.encode(config, params, model_state, images), labels),
+      in_shardings=(replicated(mesh), replicated(mesh), data_sharded(mesh),
+                    data_sharded(mesh)),
+      out_shardings=replicated(mesh))
+
+
+def encode_split(config, encoder: Callable, params, model_state, split: str,
+                 *, mesh) -> tuple[np.ndarray, np.ndarray]:
+  """Features and labels of every example of `split`, in dataset order.
+
+  Batches of `config.batch_size`, unshuffled, read once. The last global
+  batch is padded with zero images (and every process pads its slice to the
+  same size, feeding an all-padding slice when its share ran out), since the
+  encoder needs one shape on every process; padded rows are dropped.
+
+  Args:
+    config: the run's config (`dataset.name`, `batch_size`, `data_dir`).
+    encoder: from `make_encoder`.
+    params, model_state: the state's networks.
+    split: "train" or "test".
+    mesh: the mesh of `encoder`.
+
+  Returns:
+    ([N, D] float32 features, [N] int32 labels) on the host.
+
+  Raises:
+    ValueError: if `split` is neither "train" nor "test".
+  """
+  if split not in ("train", "test"):
+    raise ValueError(f"encode_split: `split` must be 'train' or 'test', got "
+                     f"{split!r}.")
+  info = data_lib.info(config.dataset.name)
+  size = info.num_train if split == "train" else info.num_test
+  batches = data_lib.load(
+      config.dataset.name, split, batch_size=config.batch_size, shuffle=False,
+      num_epochs=1, drop_remainder=False, process_index=jax.process_index(),
+      process_count=jax.process_count(), data_dir=config.get("data_dir"))
+  local = config.batch_size // jax.process_count()
+  sharding = data_sharded(mesh)
+  features, labels = [], []
+  for _ in range(math.ceil(size / config.batch_size)):
+    batch = next(batches, None)
+    rows = 0 if batch is None else len(batch["label"])
+    images = np.zeros((local, *info.image_shape), np.uint8)
+    padded_labels = np.full((local,), -1, np.int32)
+    if rows:
+      images[:rows], padded_labels[:rows] = batch["image"], batch["label"]
+    global_images, global_labels = data_lib.to_global_array(
+        (images, padded_labels), sharding)
+    encoded = encoder(params, model_state, global_images, global_labels)
+    features.append(encoded[0])
+    labels.append(encoded[1])
+  labels = np.concatenate(jax.device_get(labels))
+  kept = labels >= 0  # Padded rows are labelled -1.
+  features = np.concatenate(jax.device_get(features)).astype(np.float32)
+  return features[kept], labels[kept]
+
+
+def extract_features(config, method, params, model_state, *, mesh=None,
+                     encoder: Callable | None = None) -> Features:
+  """Encodes both splits of `config.dataset.name` (see `encode_split`)."""
+  mesh = make_mesh(config) if mesh is None else mesh
+  encoder = make_encoder(config, method, mesh) if encoder is None else encoder
+  train = encode_split(config, encoder, params, model_state, "train",
+                       mesh=mesh)
+  test = encode_split(config, encoder, params, model_state, "test", mesh=mesh)
+  return Features(train[0], train[1], test[0], test[1])
+
+
+def score(features: Features, *, num_classes: int, linear: bool,
+          seed: int = 0) -> dict[str, float]:
+  """The module docstring's metrics of frozen features, as floats.
+
+  Args:
+    features: both splits' features and labels.
+    num_classes: number of labels.
+    linear: whether to train the linear probe (`linear_top1`).
+    seed: the probe's seed.
+
+  Example (two well separated classes):
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat(np.arange(2), 25).astype(np.int32)
+    >>> x = (rng.normal(size=(50, 4)) + 4 * np.eye(4)[y]).astype(np.float32)
+    >>> scores = score(Features(x, y, x, y), num_classes=2, linear=True)
+    >>> print(sorted(scores))
+    ['embedding_std', 'knn1_top1', 'knn_top1', 'linear_top1', 'rankme']
+    >>> print(scores["knn_top1"], scores["linear_top1"])
+    1.0 1.0
+  """
+  knn = evaluate.knn_accuracy(
+      features.train, features.train_labels, features.test,
+      features.test_labels, num_classes=num_classes,
+      k=min(KNN_K, len(features.train)), temperature=KNN_TEMPERATURE)
+  # With k = 1 the vote weighting cannot change the prediction.
+  knn1 = evaluate.knn_accuracy(
+      features.train, features.train_labels, features.test,
+      features.test_labels, num_classes=num_classes, k=1,
+      weighting="uniform")
+  scores = {"knn_top1": knn.top1, "knn1_top1": knn1.top1,
+            "embedding_std": evaluate.embedding_std(features.test),
+            "rankme": evaluate.rankme(features.test)}
+  if linear:
+    scores["linear_top1"] = evaluate.linear_probe(
+        features.train, features.train_labels, features.test,
+        features.test_labels, num_classes=num_classes, seed=seed).test_top1
+  return {k: float(v) for k, v in jax.device_get(scores).items()}
+
+
+def evaluate_state(config, state: TrainState, *, method=None, mesh=None,
+                   encoder: Callable | None = None, linear: bool = True
+                   ) -> dict[str, float]:
+  """Encodes `config.dataset` with `state`'s networks and scores them.
+
+  Args:
+    config: the run's config.
+    state: a `TrainState` (from `train` or `restore_state`).
+    method: the run's `Method`; default `ssljax.methods.get(
+      config.method.name)`.
+    mesh: the mesh to encode on; default `make_mesh(config)`.
+    encoder: a `make_encoder` result to reuse (saves a compilation).
+    linear: whether to train the linear probe.
+
+  Returns:
+    The metrics of `score`.
+  """
+  method = methods.get(config.method.name) if method is None else method
+  features = extract_features(config, method, state.params,
+                              state.model_state, mesh=mesh, encoder=encoder)
+  return score(features, num_classes=data_lib.info(
+      config.dataset.name).num_classes, linear=linear, seed=config.seed)
+
+
+def eval_every(config) -> int:
+  """`config.eval_every` if set (0 = only at the end), else the checkpoint
+  interval, so that every checkpoint has its scores in the log."""
+  every = config.get("eval_every")
+  return config.checkpoint_every if every is None else every
+
+
+def evaluation_hook(config, *, method=None) -> Callable:
+  """A `train` hook: `evaluate_state` every `eval_every(config)` steps
+  (without the linear probe) and at `config.total_steps` (with it).
+
+  The mesh and the encoder are built on the first evaluation and reused.
+  """
+  method = methods.get(config.method.name) if method is None else method
+  every = eval_every(config)
+  cache = {}
+
+  def hook(step: int, state: TrainState):
+    last = step == config.total_steps
+    if not (last or (every and step % every == 0)):
+      return None
+    if not cache:
+      cache["mesh"] = make_mesh(config)
+      cache["encoder"] = make_encoder(config, method, cache["mesh"])
+    return evaluate_state(config, state, method=method, mesh=cache["mesh"],
+                          encoder=cache["encoder"], linear=last)
+
+  return hook

@@ -1,0 +1,173 @@
+"""End-to-end tests of the command lines: pretrain.py and linear_eval.py.
+
+Each command runs in a subprocess, as a user runs it, on MNIST-5k with a
+tiny budget (6 steps of 32 images, one device).
+"""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ssljax.train.metrics import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = ["--config.total_steps=6", "--config.batch_size=32",
+        "--config.optimizer.warmup_steps=1", "--config.checkpoint_every=3",
+        "--config.log_every=1", "--config.method.backbone_kwargs.width=8",
+        "--config.method.proj_hidden_dim=16", "--config.method.proj_dim=8"]
+
+
+def run(script, *flags, data_dir):
+  """Runs experiments/<script> on one CPU device; returns stdout's lines."""
+  env = dict(os.environ, TFDS_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  done = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", script), *flags],
+      env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done.stdout.strip().splitlines()
+
+
+def without_timing(metrics):
+  return {k: v for k, v in metrics.items() if k != "images_per_sec"}
+
+
+def summary_values(line):
+  """{name: value} of a summary line's `name=value` words."""
+  return {k: float(v) for k, v in
+          (word.split("=") for word in line.split(": ", 1)[1].split())}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  """A finished tiny run: (workdir, data_dir, the printed lines)."""
+  workdir = tmp_path_factory.mktemp("run")
+  data_dir = tmp_path_factory.mktemp("data")
+  lines = run("pretrain.py", f"--workdir={workdir}", *TINY, data_dir=data_dir)
+  return workdir, data_dir, lines
+
+
+def test_pretrain_writes_the_run(pretrained):
+  workdir, _, lines = pretrained
+  assert lines[-1].startswith("simclr on mnist5k, step 6: knn_top1=")
+  values = summary_values(lines[-1])
+  assert list(values)[:2] == ["knn_top1", "linear_top1"]
+  # Even 6 steps of a random CNN beat chance (0.1) by far on MNIST.
+  assert 0.3 < values["knn_top1"] <= 1 and 0.3 < values["linear_top1"] <= 1
+
+  names = set(os.listdir(workdir))
+  assert {"config.json", "metrics.jsonl", "summary.json",
+          "curves.png"} <= names
+  assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["3", "6"]
+  with open(workdir / "curves.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+  records = read_metrics(workdir)
+  assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+  # Evaluated at every checkpoint (the default interval), probed at the end.
+  evaluated = [r["step"] for r in records if "knn_top1" in r]
+  assert evaluated == [3, 6]
+  assert [r["step"] for r in records if "linear_top1" in r] == [6]
+  final = records[-1]
+  for key in ("knn1_top1", "embedding_std", "rankme", "images_per_sec"):
+    assert np.isfinite(final[key])
+  assert 1 <= final["rankme"] <= 8  # At most the feature width.
+  with open(workdir / "summary.json", encoding="utf-8") as f:
+    summary = json.load(f)
+  assert summary["step"] == 6
+  assert summary["knn_top1"] == pytest.approx(values["knn_top1"], abs=1e-4)
+  assert summary["linear_top1"] == final["linear_top1"]
+
+
+def test_pretrain_again_resumes_and_reprints_the_summary(pretrained):
+  workdir, data_dir, lines = pretrained
+  before = read_metrics(workdir)
+  again = run("pretrain.py", f"--workdir={workdir}", *TINY, data_dir=data_dir)
+  assert again[-1] == lines[-1]
+  assert read_metrics(workdir) == before
+
+
+def test_pretrain_resumes_an_interrupted_run(pretrained, tmp_path):
+  """A run that stopped after its step-3 checkpoint, run again, ends as the
+  uninterrupted run: same log (timings aside) and same summary line."""
+  workdir, data_dir, lines = pretrained
+  interrupted = tmp_path / "interrupted"
+  shutil.copytree(workdir, interrupted)
+  shutil.rmtree(interrupted / "checkpoints" / "6")
+  for name in ("summary.json", "curves.png"):
+    os.remove(interrupted / name)
+  again = run("pretrain.py", f"--workdir={interrupted}", *TINY,
+              data_dir=data_dir)
+  assert without_timing(summary_values(again[-1])) == \
+      without_timing(summary_values(lines[-1]))
+  resumed, original = read_metrics(interrupted), read_metrics(workdir)
+  assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+  for a, b in zip(resumed, original):
+    assert without_timing(a) == pytest.approx(without_timing(b), abs=1e-5)
+  assert os.path.exists(interrupted / "curves.png")
+
+
+def test_linear_eval_on_the_run(pretrained):
+  workdir, data_dir, _ = pretrained
+  lines = run("linear_eval.py", f"--workdir={workdir}", data_dir=data_dir)
+  assert lines[-1].startswith("simclr on mnist5k, step 6: knn_top1=")
+  with open(workdir / "linear_eval.json", encoding="utf-8") as f:
+    result = json.load(f)
+  with open(workdir / "summary.json", encoding="utf-8") as f:
+    summary = json.load(f)
+  # The same checkpoint, features and probe as the run's final evaluation.
+  for key in ("knn_top1", "knn1_top1", "linear_top1", "rankme"):
+    assert result[key] == pytest.approx(summary[key], abs=1e-4), key
+  earlier = run("linear_eval.py", f"--workdir={workdir}", "--step=3",
+                data_dir=data_dir)
+  assert earlier[-1].startswith("simclr on mnist5k, step 3:")
+
+
+def test_linear_eval_needs_a_run(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  done = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "linear_eval.py"),
+       f"--workdir={tmp_path}"], env=env, capture_output=True, text=True,
+      timeout=120, check=False)
+  assert done.returncode != 0
+  assert "config.json not found" in done.stderr
+
+
+def test_table_trains_each_method_and_reports_failures(tmp_path):
+  data_dir = tmp_path / "data"
+  overrides = ("total_steps=3,batch_size=32,optimizer.warmup_steps=1,"
+               "checkpoint_every=3,method.backbone_kwargs={'width':8}")
+  lines = run("table.py", f"--workdir={tmp_path}", "--methods=simclr",
+              f"--overrides={overrides}", data_dir=data_dir)
+  assert lines[-1].startswith("table: 1 of 1 methods trained on mnist5k")
+  with open(tmp_path / "table.md", encoding="utf-8") as f:
+    table = f.read().splitlines()
+  assert table[0].startswith("| method | kNN top-1 | linear top-1 |")
+  cells = [c.strip() for c in table[2].strip("|").split("|")]
+  assert cells[0] == "simclr"
+  with open(tmp_path / "simclr" / "summary.json", encoding="utf-8") as f:
+    summary = json.load(f)
+  assert float(cells[1]) == pytest.approx(100 * summary["knn_top1"], abs=0.01)
+  assert float(cells[2]) == pytest.approx(100 * summary["linear_top1"],
+                                          abs=0.01)
+  with open(tmp_path / "table.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+  # A method that cannot run gets its error in the table; the rest go on.
+  lines = run("table.py", f"--workdir={tmp_path / 'bad'}",
+              "--methods=simclr,byol", "--overrides=no_such_field=1",
+              data_dir=data_dir)
+  assert lines[-1].startswith("table: 0 of 2 methods trained")
+  with open(tmp_path / "bad" / "table.md", encoding="utf-8") as f:
+    rows = f.read().splitlines()[2:]
+  assert [r.split("|")[1].strip() for r in rows] == ["simclr", "byol"]
+  assert all("failed: ValueError" in r and "no_such_field" in r for r in rows)
