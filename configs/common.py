@@ -86,7 +86,7 @@ def epochs(count: float) -> Epochs:
 # "imagenet2012".
 DATASET_RECIPES = {
     "mnist5k": {
-        "method.backbone": "tiny_cnn", "method.backbone_kwargs": {"width": 32},
+        "method.backbone": "small_cnn", "method.backbone_kwargs": {},
         "batch_size": 256, "total_epochs": 30.0,
         "optimizer.warmup_steps": epochs(2), "log_every": 10,
         "checkpoint_every": 150},

@@ -872,3 +872,20 @@ def test_bad_backbone_hyperparameters_raise():
   with pytest.raises(ValueError, match="`x`.*multiples of patch_size 4"):
     jax.eval_shape(functools.partial(model.apply, train=False), params, state,
                    jnp.zeros((1, 10, 8, 3)))
+
+
+def test_small_cnn_layers_run_in_index_order_and_count_parameters():
+  # 11 layers: string order would run conv_bn10 before conv_bn2 and fail on
+  # channel mismatch, so a correct output shape proves index order.
+  widths = tuple(range(1, 12))
+  model = models.get("small_cnn", widths=widths, strides=(1,) * 11)
+  x = jnp.ones((2, 8, 8, 1))
+  params, state = model.init(KEY, x)
+  out, _ = model.apply(params, state, x, train=True)
+  assert out.shape == (2, 11)
+  # conv weights 9·c_in·c_out (no bias, BN follows) + BN scale and bias.
+  channels = (1, *widths)
+  expected = sum(9 * a * b + 2 * b for a, b in zip(channels, channels[1:]))
+  assert count(params) == expected
+  with pytest.raises(ValueError, match="strides"):
+    models.get("small_cnn", widths=(4, 8), strides=(1,)).init(KEY, x)

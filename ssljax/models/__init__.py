@@ -16,7 +16,8 @@ Backbones, images [B, H, W, C] -> features [B, D]:
                         2048; `stem="imagenet"|"cifar"`, `zero_init_residual`),
                         "vit_tiny" | "vit_small" (D = 192, 384; `patch_size`,
                         `image_size`, `depth`, `pool="cls"|"mean"`),
-                        "tiny_cnn" (D = `width`, default 8; for tests).
+                        "tiny_cnn" (D = `width`, default 8; for tests),
+                        "small_cnn" (D = 128; the mnist5k recipes).
   The input channels are read from the example input at `init`.
 
 Heads, [B, in_dim] -> [B, out] (`in_dim=None` reads it at `init`):
@@ -51,7 +52,7 @@ from ssljax.models.heads import (DINO_LAST_LAYER, PROTOTYPES, DINOHead, MLP,
 from ssljax.models.registry import BACKBONES, get
 from ssljax.models.resnet import (ResidualBlock, ResNet, resnet18, resnet34,
                                   resnet50)
-from ssljax.models.tiny import TinyCNN, tiny_cnn
+from ssljax.models.tiny import TinyCNN, small_cnn, tiny_cnn
 from ssljax.models.vit import (EncoderBlock, VisionTransformer, vit_small,
                                vit_tiny)
 
@@ -61,5 +62,5 @@ __all__ = [
     "TinyCNN", "VisionTransformer", "WeightNormLinear", "compose", "dino_head",
     "from_builder", "from_linen", "from_nnx", "get", "normalize_prototypes",
     "predictor", "projector", "prototypes", "resnet18", "resnet34",
-    "resnet50", "tiny_cnn", "vit_small", "vit_tiny", "weight_norm",
+    "resnet50", "small_cnn", "tiny_cnn", "vit_small", "vit_tiny", "weight_norm",
 ]

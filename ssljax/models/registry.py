@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ssljax.models.base import Model
 from ssljax.models.resnet import resnet18, resnet34, resnet50
-from ssljax.models.tiny import tiny_cnn
+from ssljax.models.tiny import small_cnn, tiny_cnn
 from ssljax.models.vit import vit_small, vit_tiny
 
 BACKBONES = {
@@ -14,6 +14,7 @@ BACKBONES = {
     "vit_tiny": vit_tiny,
     "vit_small": vit_small,
     "tiny_cnn": tiny_cnn,
+    "small_cnn": small_cnn,
 }
 
 
@@ -22,7 +23,7 @@ def get(name: str, **kwargs) -> Model:
 
   Args:
     name: one of "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small",
-      "tiny_cnn".
+      "tiny_cnn", "small_cnn".
     **kwargs: keyword arguments of that backbone's factory (e.g.
       `stem="cifar"` for ResNets, `patch_size=4` for ViTs, `dtype`).
 
