@@ -86,7 +86,9 @@ def epochs(count: float) -> Epochs:
 # "imagenet2012".
 DATASET_RECIPES = {
     "mnist5k": {
-        "method.backbone": "small_cnn", "method.backbone_kwargs": {},
+        "method.backbone": "small_cnn",
+        "method.backbone_kwargs": {"widths": (16, 32, 64, 128),
+                                   "strides": (1, 2, 2, 2)},
         "batch_size": 256, "total_epochs": 30.0,
         "optimizer.warmup_steps": epochs(2), "log_every": 10,
         "checkpoint_every": 150},

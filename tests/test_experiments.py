@@ -20,7 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--config.total_steps=6", "--config.batch_size=32",
         "--config.optimizer.warmup_steps=1", "--config.checkpoint_every=3",
-        "--config.log_every=1", "--config.method.backbone_kwargs.width=8",
+        "--config.log_every=1", "--config.method.backbone_kwargs.widths=(8,8)",
+        "--config.method.backbone_kwargs.strides=(1,2)",
         "--config.method.proj_hidden_dim=16", "--config.method.proj_dim=8"]
 
 
@@ -145,7 +146,7 @@ def test_linear_eval_needs_a_run(tmp_path):
 def test_table_trains_each_method_and_reports_failures(tmp_path):
   data_dir = tmp_path / "data"
   overrides = ("total_steps=3,batch_size=32,optimizer.warmup_steps=1,"
-               "checkpoint_every=3,method.backbone_kwargs={'width':8}")
+               "checkpoint_every=3,method.backbone=tiny_cnn,method.backbone_kwargs={'width':8}")
   lines = run("table.py", f"--workdir={tmp_path}", "--methods=simclr",
               f"--overrides={overrides}", data_dir=data_dir)
   assert lines[-1].startswith("table: 1 of 1 methods trained on mnist5k")
