@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+# `mesh` is a fixture, used by name.
+from _clustering_reference import mesh, np_sinkhorn, rand  # pylint: disable=unused-import
 from ssljax.state import queue
 from ssljax.state._kmeans import SPLIT_EPS, KMeansState, _split_empty, kmeans
 from ssljax.state._sinkhorn import sinkhorn
@@ -17,31 +19,7 @@ run_kmeans = jax.jit(kmeans, static_argnames=("k", "iterations", "metric",
                                               "seeding"))
 
 
-@pytest.fixture(scope="module")
-def mesh():
-  return jax.make_mesh((8,), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def rand(shape, seed=0, scale=1.0):
-  return scale * np.random.default_rng(seed).uniform(-1, 1, shape).astype(
-      np.float32)
-
-
 # ---------------------------------------------------------------- sinkhorn --
-
-
-def np_sinkhorn(scores, epsilon, iterations):
-  """The official `distributed_sinkhorn` on one device, exp domain, float64."""
-  q = np.exp(np.asarray(scores, np.float64) / epsilon).T  # [K, B]
-  k, b = q.shape
-  q /= q.sum()
-  for _ in range(iterations):
-    q /= q.sum(axis=1, keepdims=True)
-    q /= k
-    q /= q.sum(axis=0, keepdims=True)
-    q /= b
-  return (q * b).T
 
 
 @pytest.mark.parametrize("epsilon,iterations", [(0.05, 3), (0.05, 0),
