@@ -36,6 +36,9 @@ Fields of the returned (locked) `ml_collections.ConfigDict`:
                    rate for a batch of 256; `ssljax.train` multiplies it by
                    batch_size / 256), weight_decay, momentum, warmup_steps.
   checkpoint_every, log_every   in steps.
+  eval_every       kNN and collapse monitors every this many steps (0: only
+                   at the end, with the linear probe); unset, at every
+                   checkpoint.
   compute_dtype    "float32" or "bfloat16" (parameters stay float32).
 
 Settings that papers count in epochs (warm-up, DINO's frozen last layer and
@@ -184,6 +187,8 @@ def base_config(method_name: str, preset: str) -> ml_collections.ConfigDict:
       name="lars", learning_rate=0.3, weight_decay=1e-6, momentum=0.9,
       warmup_steps=0))
   config.checkpoint_every = 1000
+  # None: at every checkpoint (see `ssljax.train.evaluation.eval_every`).
+  config.eval_every = ml_collections.config_dict.placeholder(int)
   config.log_every = 50
   config.compute_dtype = "float32"
   return config

@@ -20,7 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--config.total_steps=6", "--config.batch_size=32",
         "--config.optimizer.warmup_steps=1", "--config.checkpoint_every=3",
-        "--config.log_every=1", "--config.method.backbone_kwargs.widths=(8,8)",
+        "--config.log_every=1", "--config.eval_every=3",
+        "--config.method.backbone_kwargs.widths=(8,8)",
         "--config.method.backbone_kwargs.strides=(1,2)",
         "--config.method.proj_hidden_dim=16", "--config.method.proj_dim=8"]
 

@@ -35,7 +35,7 @@ CHECKPOINT_DIR = "checkpoints"
 # how often to log, save or evaluate, where data lives and how many devices
 # share the (replicated) state, not the sequence of updates.
 RESUMABLE_FIELDS = ("checkpoint_every", "log_every", "max_to_keep", "data_dir",
-                    "mesh", "eval")
+                    "mesh", "eval", "eval_every")
 
 # At most this many state leaves are listed in a refusal message.
 _MAX_LISTED = 8
