@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from _toy_data import alternating_batches, shape_images
 from configs import common
 from ssljax import methods, train
 from ssljax.losses import clustering
@@ -42,24 +43,12 @@ LEARNING_RATE = dict(barlow_twins=2e-2, vicreg=2e-2, dino=3e-2, swav=2e-2)
 
 
 def toy_images(n=2 * BATCH, size=16, seed=0):
-  """uint8 [n, size, size, 1] images of 4 shapes (stripes of two
-  orientations, a disc, a diagonal) plus noise, and their int32 labels."""
-  rng = np.random.default_rng(seed)
-  labels = np.arange(n) % 4
-  yy, xx = np.mgrid[:size, :size]
-  shapes = [(yy // 2) % 2, (xx // 2) % 2,
-            (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2,
-            np.abs(yy - xx) < 3]
-  images = [200 * shapes[c] + rng.integers(0, 50, (size, size))
-            for c in labels]
-  return (np.stack(images).astype(np.uint8)[..., None],
-          labels.astype(np.int32))
+  """Toy images of 4 shapes, labels cycling 0..3."""
+  return shape_images(np.arange(n) % 4, size, seed)
 
 
 def batches(n_steps):
-  images, labels = toy_images()
-  return [{"image": images[i % 2 * BATCH:][:BATCH],
-           "label": labels[i % 2 * BATCH:][:BATCH]} for i in range(n_steps)]
+  return alternating_batches(*toy_images(), BATCH, n_steps)
 
 
 def tiny_config(name, **method_fields) -> ml_collections.ConfigDict:

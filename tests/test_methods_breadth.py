@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from _toy_data import alternating_batches, shape_images
 from configs import common
 from ssljax import losses, methods, train
 from ssljax.data import _balanced
@@ -29,25 +30,13 @@ CHEAP_VIEWS = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
 
 
 def toy_images(n=2 * BATCH, size=16, seed=0):
-  """uint8 [n, size, size, 1] images of 4 classes (two stripe orientations,
-  a disc, a diagonal) plus noise, labels [n]; class by class in blocks of K
-  (a P×K batch layout)."""
-  rng = np.random.default_rng(seed)
-  labels = (np.arange(n) // K) % P
-  yy, xx = np.mgrid[:size, :size]
-  shapes = [(yy // 2) % 2, (xx // 2) % 2,
-            (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2,
-            np.abs(yy - xx) < 3]
-  images = [200 * shapes[c] + rng.integers(0, 50, (size, size))
-            for c in labels]
-  return (np.stack(images).astype(np.uint8)[..., None],
-          labels.astype(np.int32))
+  """Toy images of 4 shapes, class by class in blocks of K (a P×K batch
+  layout)."""
+  return shape_images((np.arange(n) // K) % P, size, seed)
 
 
 def batches(n_steps):
-  images, labels = toy_images()
-  return [{"image": images[i % 2 * BATCH:][:BATCH],
-           "label": labels[i % 2 * BATCH:][:BATCH]} for i in range(n_steps)]
+  return alternating_batches(*toy_images(), BATCH, n_steps)
 
 
 def tiny_config(module, **method_fields) -> ml_collections.ConfigDict:
