@@ -39,14 +39,26 @@ def source(tmp_path_factory):
   builder = SsljaxTestRecords(data_dir=str(tmp_path_factory.mktemp("tfds")),
                               file_format="array_record")
   builder.download_and_prepare()
-  return data.CheckedSource(builder.as_data_source(split="train"))
+  checked = data.CheckedSource(builder.as_data_source(split="train"))
+  _SOURCE_LABELS[:] = [int(checked[i]["label"]) for i in range(N)]
+  return checked
 
 
-def labels(iterator, batches=None):
-  """Labels of the next `batches` batches (all if None); checks the images."""
+_SOURCE_LABELS = []  # label of source[i], filled by the fixture
+
+
+def labels(iterator, batches=None, *, label_of=None):
+  """Labels of the next `batches` batches (all if None); checks the images
+  and that `index` is each example's position in `source`, whose record
+  with label i is not the i-th (tfds orders records by a hash).
+  `label_of[i]`: the label of record i; default the fixture source's."""
+  label_of = _SOURCE_LABELS if label_of is None else label_of
   out = []
   for batch in itertools.islice(iterator, batches):
     np.testing.assert_array_equal(batch["image"][:, 0, 0, 0], batch["label"])
+    assert batch["index"].dtype == np.int32
+    np.testing.assert_array_equal(
+        [label_of[i] for i in batch["index"]], batch["label"])
     out.append(batch["label"].tolist())
   return out
 
@@ -125,7 +137,8 @@ def test_plain_list_source_and_bad_records():
   records = [{"image": np.full((2, 2, 3), i, np.uint8), "label": i}
              for i in range(4)]
   assert labels(data.pipeline(records, batch_size=2, shuffle=False,
-                              num_epochs=1)) == [[0, 1], [2, 3]]
+                              num_epochs=1),
+                label_of=range(4)) == [[0, 1], [2, 3]]
   floats = [{"image": np.zeros((2, 2, 3), np.float32), "label": 0}]
   with pytest.raises(ValueError, match="uint8"):
     next(data.pipeline(floats, batch_size=1))

@@ -140,6 +140,21 @@ def test_tf_processes_cover_each_epoch_exactly_once(tf_builders):
   assert sorted(seen) == sorted(list(range(N)) * 2)
 
 
+def test_tf_index_is_the_row_of_the_record_in_its_split(tf_builders):
+  fixed, _ = tf_builders
+  record_at = {}  # index -> first pixel, which names the record
+  for p in range(2):
+    for batch in run(fixed, batch_size=6, num_epochs=2, seed=3,
+                     drop_remainder=False, process_index=p, process_count=2):
+      assert batch["index"].dtype == np.int32
+      for index, pixel in zip(batch["index"].tolist(),
+                              batch["image"][:, 0, 0, 0].tolist()):
+        assert record_at.setdefault(index, pixel) == pixel
+  assert sorted(record_at) == list(range(N))
+  (unshuffled,) = run(fixed, batch_size=N, num_epochs=1, shuffle=False)
+  assert unshuffled["index"].tolist() == list(range(N))
+
+
 def test_tf_epochs_reshuffle_and_seed_is_deterministic(tf_builders):
   fixed, _ = tf_builders
   first, second = values(run(fixed, batch_size=N, num_epochs=2, seed=3))

@@ -75,16 +75,16 @@ def test_encode_split_equals_one_call_on_one_device(config):
   mesh = make_mesh(config)
   assert mesh.size == 8
   features, labels = evaluation.encode_split(
-      config, evaluation.make_encoder(config, method, mesh), params,
-      model_state, "test", mesh=mesh)
+      config, evaluation.method_encoder(config, method, mesh),
+      (params, model_state), "test", mesh=mesh)
   expected = jax.jit(lambda im: method.encode(config, params, model_state,
                                               im))(images["image"])
   np.testing.assert_array_equal(labels, images["label"])
   np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
   assert features.dtype == np.float32
   with pytest.raises(ValueError, match="split"):
-    evaluation.encode_split(config, None, params, model_state, "validation",
-                            mesh=mesh)
+    evaluation.encode_split(config, None, (params, model_state),
+                            "validation", mesh=mesh)
 
 
 def test_eval_every_defaults_to_the_checkpoint_interval(config):

@@ -82,7 +82,8 @@ def balanced_indices(labels: Sequence[int], *, classes_per_batch: int,
 class BalancedBatches:
   """Endless iterator of this process's slices of P×K global batches.
 
-  Yields `{"image": uint8 [b, H, W, C], "label": int32 [b]}` read from a
+  Yields `{"image": uint8 [b, H, W, C], "label": int32 [b], "index": int32
+  [b]}` (`index`: rows of `source`) read from a
   random-access `source`, b = P·K / process_count. `get_state()` is
   `{"next_index": k}` (JSON-able) and `set_state` restores it exactly:
   batches depend only on (seed, k). Build it with `balanced`.
@@ -107,9 +108,9 @@ class BalancedBatches:
     indices = balanced_indices(self._labels, seed=self._seed,
                                index=self._next, **self._sizes)[self._rows]
     self._next += 1
-    examples = [_pipeline._example(self._source[int(i)]) for i in indices]
-    return {key: np.stack([e[key] for e in examples])
-            for key in ("image", "label")}
+    examples = [_pipeline.example(int(i), self._source[int(i)])
+                for i in indices]
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
   def get_state(self) -> dict[str, Any]:
     return {"next_index": self._next}

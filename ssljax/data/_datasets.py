@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from absl import logging
 
+from ssljax.data import _balanced
 from ssljax.data import _mnist5k
 from ssljax.data import _pipeline
 from ssljax.data import _tf
@@ -110,10 +111,12 @@ def build_mnist5k(data_dir: str) -> _mnist5k.Mnist5k:
 def load(name: str, split: str, *, batch_size: int, seed: int = 0,
          shuffle: bool = True, num_epochs: int | None = None,
          drop_remainder: bool = True, data_dir: str | None = None,
-         process_index: int | None = None, process_count: int | None = None):
+         process_index: int | None = None, process_count: int | None = None,
+         classes_per_batch: int | None = None):
   """An iterator of this process's batches of a registered dataset.
 
-  Yields `{"image": uint8 [b, H, W, C], "label": int32 [b]}` with
+  Yields `{"image": uint8 [b, H, W, C], "label": int32 [b], "index": int32
+  [b]}` (`index`: the examples' rows in the split) with
   b = batch_size // process_count (this process's slice of the global batch;
   `to_global_array` assembles the global one). It has `get_state()` (a
   JSON-able dict) and `set_state(state)`; restoring the state gives the same
@@ -126,6 +129,11 @@ def load(name: str, split: str, *, batch_size: int, seed: int = 0,
   tfds split string, "test" meaning `info(name).test_split`. `data_dir`
   defaults to `default_data_dir()`.
 
+  With `classes_per_batch` = P, the batches are class-balanced instead, P
+  classes × batch_size / P images each, endless (`ssljax.data.balanced`,
+  seeded by `seed`); they need random access to the records, which
+  "mnist5k" has.
+
   >>> import tempfile
   >>> it = load("mnist5k", "test", batch_size=8, data_dir=tempfile.mkdtemp())
   >>> batch = next(it)
@@ -137,10 +145,43 @@ def load(name: str, split: str, *, batch_size: int, seed: int = 0,
   options = dict(batch_size=batch_size, seed=seed, shuffle=shuffle,
                  num_epochs=num_epochs, drop_remainder=drop_remainder,
                  process_index=process_index, process_count=process_count)
+  if classes_per_batch is not None:
+    return _balanced_batches(name, split, data_dir, classes_per_batch,
+                             **options)
   if name == "mnist5k":
-    builder = build_mnist5k(data_dir)
-    source = _pipeline.CheckedSource(builder.as_data_source(split=split))
-    return _pipeline.pipeline(source, **options)
+    return _pipeline.pipeline(_mnist5k_source(data_dir, split), **options)
   return _tf.load(name, meta.tfds_name,
                   meta.test_split if split == "test" else split,
                   data_dir=data_dir, image_shape=meta.image_shape, **options)
+
+
+def _mnist5k_source(data_dir: str, split: str) -> _pipeline.CheckedSource:
+  builder = build_mnist5k(data_dir)
+  return _pipeline.CheckedSource(builder.as_data_source(split=split))
+
+
+def _balanced_batches(name: str, split: str, data_dir: str,
+                      classes_per_batch: int, *, batch_size: int, seed: int,
+                      num_epochs: int | None, process_index: int | None,
+                      process_count: int | None, **unused
+                      ) -> _balanced.BalancedBatches:
+  del unused  # shuffle and drop_remainder: every balanced batch is drawn.
+  fn = "load"
+  if name != "mnist5k":
+    raise ValueError(f"{fn}: `classes_per_batch` needs random access to the "
+                     f"records, which only 'mnist5k' has; for {name!r} pass "
+                     f"`ssljax.data.balanced(source, ...)` over a random-"
+                     f"access source as `train`'s `data`.")
+  if num_epochs is not None:
+    raise ValueError(f"{fn}: class-balanced batches are endless; "
+                     f"`num_epochs` must be None, got {num_epochs!r}.")
+  if isinstance(classes_per_batch, bool) or not isinstance(
+      classes_per_batch, int) or classes_per_batch < 1 or \
+      batch_size % classes_per_batch:
+    raise ValueError(f"{fn}: `classes_per_batch` must be a positive divisor "
+                     f"of `batch_size` = {batch_size}, got "
+                     f"{classes_per_batch!r}.")
+  return _balanced.balanced(
+      _mnist5k_source(data_dir, split), classes_per_batch=classes_per_batch,
+      samples_per_class=batch_size // classes_per_batch, seed=seed,
+      process_index=process_index, process_count=process_count)

@@ -84,12 +84,16 @@ class CheckedSource:
                     "folder to rebuild it or prepare it again.") from error
 
 
-def _example(record: dict) -> dict[str, np.ndarray]:
+def example(index: int, record: dict) -> dict[str, np.ndarray]:
+  """A batchable example: the record's image and label, and its `index` in
+  the source (the row of the example in dataset-level arrays such as the
+  pseudo-labels of clustering methods)."""
   image = np.asarray(record["image"])
   if image.ndim != 3 or image.dtype != np.uint8:
     raise ValueError(f"pipeline: records' `image` must be uint8 [H, W, C], "
                      f"got {image.dtype} of shape {image.shape}.")
-  return {"image": image, "label": np.asarray(record["label"], np.int32)}
+  return {"image": image, "label": np.asarray(record["label"], np.int32),
+          "index": np.asarray(index, np.int32)}
 
 
 def pipeline(source: Sequence[dict], *, batch_size: int, seed: int = 0,
@@ -101,7 +105,8 @@ def pipeline(source: Sequence[dict], *, batch_size: int, seed: int = 0,
 
   `source` is any sequence of `{"image": uint8 [H, W, C], "label": int}`
   records (a tfds data source, a list...). The iterator yields
-  `{"image": uint8 [b, H, W, C], "label": int32 [b]}` with
+  `{"image": uint8 [b, H, W, C], "label": int32 [b], "index": int32 [b]}`
+  (`index`: the examples' positions in `source`) with
   b = batch_size // process_count; `get_state()` (a JSON-able dict) and
   `set_state()` restore its position exactly. `num_epochs=None` repeats
   forever; `num_threads` threads read ahead `prefetch` batches. With a finite
@@ -123,10 +128,14 @@ def pipeline(source: Sequence[dict], *, batch_size: int, seed: int = 0,
   check_num_epochs(num_epochs, fn)
   if len(source) == 0:
     raise ValueError(f"{fn}: `source` is empty.")
-  data = grain.MapDataset.source(source)
+  # Numbered before the shuffle; grain numbers lazily, by the index asked of
+  # the repeated dataset, hence the modulo.
+  size = len(source)
+  data = grain.MapDataset.source(source).map_with_index(
+      lambda i, record: example(i % size, record))
   if shuffle:
     data = data.shuffle(seed=seed)
-  data = data.repeat(num_epochs)[index::count].map(_example)
+  data = data.repeat(num_epochs)[index::count]
   data = data.batch(local_batch, drop_remainder=drop_remainder)
   options = grain.ReadOptions(num_threads=num_threads,
                               prefetch_buffer_size=prefetch)

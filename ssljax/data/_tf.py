@@ -12,11 +12,15 @@ Images of variable size (imagenette, imagenet2012) are decoded on the host,
 their shorter side resized to the dataset's side (224) with anti-aliasing and
 centre-cropped, because the random crops are taken on device from
 fixed-size batches.
+
+Batches carry each example's `index`, its row in the prepared split (the
+order of tfds's shard files), from the record ids tfds adds on request.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -82,7 +86,7 @@ def _epoch(tf, builder, split: str, *, epoch: int, skip: int, batch: int,
   epoch_seed = _epoch_seed(seed, epoch)
   data = builder.as_dataset(
       split=split, shuffle_files=shuffle,
-      read_config=tfds.ReadConfig(shuffle_seed=epoch_seed),
+      read_config=tfds.ReadConfig(shuffle_seed=epoch_seed, add_tfds_id=True),
       decoders={"image": tfds.decode.SkipDecoding()})
   if shuffle:
     data = data.shuffle(SHUFFLE_BUFFER, seed=epoch_seed)
@@ -93,12 +97,34 @@ def _epoch(tf, builder, split: str, *, epoch: int, skip: int, batch: int,
     image = feature.decode_example(example["image"])
     if not fixed:
       image = _square(tf, image, image_shape[0])
-    return {"image": image, "label": tf.cast(example["label"], tf.int32)}
+    return {"image": image, "label": tf.cast(example["label"], tf.int32),
+            "tfds_id": example["tfds_id"]}
 
   data = data.skip(skip * batch).map(decode,
                                      num_parallel_calls=tf.data.AUTOTUNE)
   data = data.batch(batch, drop_remainder=drop_remainder)
-  return iter(tfds.as_numpy(data.prefetch(tf.data.AUTOTUNE)))
+  offsets = _shard_offsets(builder)
+  for numpy_batch in tfds.as_numpy(data.prefetch(tf.data.AUTOTUNE)):
+    ids = numpy_batch.pop("tfds_id")
+    numpy_batch["index"] = np.array([_row(offsets, i) for i in ids], np.int32)
+    yield numpy_batch
+
+
+def _shard_offsets(builder) -> dict[str, int]:
+  """{shard file name: row of its first record in its split}."""
+  offsets = {}
+  for split in builder.info.splits.values():
+    starts = np.cumsum([0, *split.shard_lengths[:-1]])
+    offsets.update(zip((os.path.basename(f) for f in split.filenames),
+                       starts.tolist()))
+  return offsets
+
+
+def _row(offsets: dict[str, int], tfds_id: bytes) -> int:
+  """The row in its split of the record `tfds_id` ("<shard file>__<i>", i
+  counted within the shard)."""
+  shard, _, position = tfds_id.decode().rpartition("__")
+  return offsets[os.path.basename(shard)] + int(position)
 
 
 class EpochIterator:

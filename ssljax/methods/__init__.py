@@ -25,7 +25,7 @@ from ssljax.methods import (barlow_twins, byol, clip, colorization,
                             exemplar, jigsaw, metric, moco_v2, moco_v3, nnclr,
                             relative_patch, rotation, simclr, simsiam, supcon,
                             swav, vicreg)
-from ssljax.methods.base import Method, StepOutput
+from ssljax.methods.base import DatasetUpdate, Method, StepOutput
 
 _REGISTRY = {module.METHOD.name: module.METHOD for module in (
     simclr, moco_v2, moco_v3, byol, simsiam, barlow_twins, vicreg, dino, swav,
@@ -50,4 +50,4 @@ def get(name: str) -> Method:
   return _REGISTRY[name]
 
 
-__all__ = ["Method", "StepOutput", "get", "names"]
+__all__ = ["DatasetUpdate", "Method", "StepOutput", "get", "names"]

@@ -38,6 +38,45 @@ class StepOutput(NamedTuple):
   embeddings: jax.Array
 
 
+class DatasetUpdate(NamedTuple):
+  """A method's pass over the whole training set every few steps.
+
+  DeepCluster's k-means, SeLa's Sinkhorn labels and PCL's clusterings are
+  functions of every training example's features, which no batch holds.
+  `ssljax.train.train` runs this pass before step 0 and before every step t
+  with t % every(config) == 0 (also the step a resumed run starts at, so a
+  resumed run repeats and skips none), in three stages:
+
+    features_i = features(config, params, model_state, method_state, x_i)
+                 for every example i of the train split, in dataset order;
+    params, method_state, metrics = update(config, params, model_state,
+                                           method_state, F, rng, t)
+    the optimizer state of every `reset` entry of params is zeroed.
+
+  The train batches then carry "index" (int32 [B], the examples' rows of F)
+  so that `loss` can look up per-example pseudo-labels kept in
+  `method_state`.
+
+  Attributes:
+    every: `every(config) -> int`, steps between passes (DeepCluster and PCL:
+      one epoch; SeLa: its label-update schedule).
+    features: `features(config, params, model_state, method_state, images)
+      -> [B, D]` float32, eval-mode features of uint8 images [B, H, W, C];
+      jitted with the batch split over the mesh like the train step.
+    update: `update(config, params, model_state, method_state, features,
+      rng, step) -> (params, method_state, metrics)`, `features` [N, D] of
+      the whole split (row i is example i), jitted and replicated; `metrics`
+      a dict of scalars logged at that step (cluster sizes, NMI...).
+    reset: top-level keys of `params` that `update` re-initialises
+      (DeepCluster's classifier); their optimizer state (momentum, Adam
+      moments) restarts from zero, as for a fresh optimizer.
+  """
+  every: Callable
+  features: Callable
+  update: Callable
+  reset: tuple[str, ...] = ()
+
+
 class Method(NamedTuple):
   """A method as pure functions (see module docstring for the conventions).
 
@@ -62,6 +101,8 @@ class Method(NamedTuple):
       value of `config.method`.
     optimizer_mask: optional `mask(params) -> pytree of bools`, False for
       leaves the optimizer must not update (e.g. frozen prototypes), or None.
+    dataset_update: optional `DatasetUpdate`, a periodic pass over the whole
+      training set (clustering methods), or None.
   """
   name: str
   init: Callable
@@ -70,3 +111,4 @@ class Method(NamedTuple):
   encode: Callable
   default_config: Callable
   optimizer_mask: Callable | None = None
+  dataset_update: DatasetUpdate | None = None

@@ -64,39 +64,48 @@ class Features(NamedTuple):
   test_labels: np.ndarray
 
 
-def make_encoder(config, method, mesh) -> Callable:
-  """`encode(params, model_state, images, labels) -> ([B, D], [B])`, jitted.
+def make_encoder(config, encode: Callable, mesh) -> Callable:
+  """`encoder(tree, images, ids) -> ([B, D], ids)`, jitted over `mesh`.
 
-  The parameters are replicated and the images and labels split over the
-  "data" axis of `mesh` as in the train step; features and labels come back
-  replicated so that every process can read all of them.
+  `encode(tree, images) -> [B, D]` computes the features of uint8 images from
+  the arrays of `tree` (e.g. `(params, model_state)`), which are replicated;
+  images and `ids` (any per-example int arrays: labels, indices) are split
+  over the "data" axis of `mesh` as in the train step. Features and ids come
+  back replicated so that every process can read all of them.
   """
   return jax.jit(
-      lambda params, model_state, images, labels: (
-          method.encode(config, params, model_state, images), labels),
-      in_shardings=(replicated(mesh), replicated(mesh), data_sharded(mesh),
-                    data_sharded(mesh)),
+      lambda tree, images, ids: (encode(tree, images), ids),
+      in_shardings=(replicated(mesh), data_sharded(mesh), data_sharded(mesh)),
       out_shardings=replicated(mesh))
 
 
-def encode_split(config, encoder: Callable, params, model_state, split: str,
-                 *, mesh) -> tuple[np.ndarray, np.ndarray]:
+def method_encoder(config, method, mesh) -> Callable:
+  """`make_encoder` of `method.encode`, tree = (params, model_state)."""
+  return make_encoder(
+      config, lambda tree, images: method.encode(config, *tree, images), mesh)
+
+
+def encode_split(config, encoder: Callable, tree, split: str, *, mesh
+                 ) -> tuple[np.ndarray, np.ndarray]:
   """Features and labels of every example of `split`, in dataset order.
 
-  Batches of `config.batch_size`, unshuffled, read once. The last global
-  batch is padded with zero images (and every process pads its slice to the
-  same size, feeding an all-padding slice when its share ran out), since the
-  encoder needs one shape on every process; padded rows are dropped.
+  Batches of `config.batch_size`, unshuffled, read once; rows are put in
+  dataset order by the batches' `index` (with several processes the global
+  batches interleave the processes' shares). The last global batch is padded
+  with zero images (and every process pads its slice to the same size,
+  feeding an all-padding slice when its share ran out), since the encoder
+  needs one shape on every process; padded rows are dropped.
 
   Args:
     config: the run's config (`dataset.name`, `batch_size`, `data_dir`).
     encoder: from `make_encoder`.
-    params, model_state: the state's networks.
+    tree: its arrays, e.g. `(params, model_state)`.
     split: "train" or "test".
     mesh: the mesh of `encoder`.
 
   Returns:
-    ([N, D] float32 features, [N] int32 labels) on the host.
+    ([N, D] float32 features, [N] int32 labels) on the host, row i being
+    example i of the split.
 
   Raises:
     ValueError: if `split` is neither "train" nor "test".
@@ -112,33 +121,36 @@ def encode_split(config, encoder: Callable, params, model_state, split: str,
       process_count=jax.process_count(), data_dir=config.get("data_dir"))
   local = config.batch_size // jax.process_count()
   sharding = data_sharded(mesh)
-  features, labels = [], []
+  features, ids = [], []
   for _ in range(math.ceil(size / config.batch_size)):
     batch = next(batches, None)
     rows = 0 if batch is None else len(batch["label"])
     images = np.zeros((local, *info.image_shape), np.uint8)
-    padded_labels = np.full((local,), -1, np.int32)
+    padded_ids = np.full((local, 2), -1, np.int32)  # (label, index)
     if rows:
-      images[:rows], padded_labels[:rows] = batch["image"], batch["label"]
-    global_images, global_labels = data_lib.to_global_array(
-        (images, padded_labels), sharding)
-    encoded = encoder(params, model_state, global_images, global_labels)
+      images[:rows] = batch["image"]
+      padded_ids[:rows] = np.stack([batch["label"], batch["index"]], 1)
+    global_images, global_ids = data_lib.to_global_array(
+        (images, padded_ids), sharding)
+    encoded = encoder(tree, global_images, global_ids)
     features.append(encoded[0])
-    labels.append(encoded[1])
-  labels = np.concatenate(jax.device_get(labels))
-  kept = labels >= 0  # Padded rows are labelled -1.
+    ids.append(encoded[1])
+  labels, index = np.concatenate(jax.device_get(ids)).T
+  order = np.argsort(index)[np.sum(index < 0):]  # Padded rows are -1.
   features = np.concatenate(jax.device_get(features)).astype(np.float32)
-  return features[kept], labels[kept]
+  return features[order], labels[order]
 
 
 def extract_features(config, method, params, model_state, *, mesh=None,
                      encoder: Callable | None = None) -> Features:
   """Encodes both splits of `config.dataset.name` (see `encode_split`)."""
   mesh = make_mesh(config) if mesh is None else mesh
-  encoder = make_encoder(config, method, mesh) if encoder is None else encoder
-  train = encode_split(config, encoder, params, model_state, "train",
+  encoder = method_encoder(config, method, mesh) if encoder is None \
+      else encoder
+  train = encode_split(config, encoder, (params, model_state), "train",
                        mesh=mesh)
-  test = encode_split(config, encoder, params, model_state, "test", mesh=mesh)
+  test = encode_split(config, encoder, (params, model_state), "test",
+                      mesh=mesh)
   return Features(train[0], train[1], test[0], test[1])
 
 
@@ -193,7 +205,7 @@ def evaluate_state(config, state: TrainState, *, method=None, mesh=None,
     method: the run's `Method`; default `ssljax.methods.get(
       config.method.name)`.
     mesh: the mesh to encode on; default `make_mesh(config)`.
-    encoder: a `make_encoder` result to reuse (saves a compilation).
+    encoder: a `method_encoder` result to reuse (saves a compilation).
     linear: whether to train the linear probe.
 
   Returns:
@@ -229,7 +241,7 @@ def evaluation_hook(config, *, method=None) -> Callable:
       return None
     if not cache:
       cache["mesh"] = make_mesh(config)
-      cache["encoder"] = make_encoder(config, method, cache["mesh"])
+      cache["encoder"] = method_encoder(config, method, cache["mesh"])
     return evaluate_state(config, state, method=method, mesh=cache["mesh"],
                           encoder=cache["encoder"], linear=last)
 

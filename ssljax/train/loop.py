@@ -26,6 +26,7 @@ from absl import logging
 
 from ssljax import data as data_lib
 from ssljax import methods
+from ssljax.train import dataset_update
 from ssljax.train.checkpoint import Checkpointer
 from ssljax.train.metrics import MetricsWriter, ProgressBar
 from ssljax.train.optim import make_optimizer
@@ -117,14 +118,17 @@ def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
         config.dataset.name, "train", batch_size=config.batch_size,
         seed=config.seed, shuffle=True, num_epochs=None,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        data_dir=config.get("data_dir"))
+        data_dir=config.get("data_dir"),
+        classes_per_batch=config.method.get("classes_per_batch") or None)
   # Global batches, placed on the devices ahead of the step that needs them.
   batches = data_lib.DevicePrefetch(data, data_sharded(mesh))
   tx = make_optimizer(config, trainable=method.optimizer_mask)
 
   # The first batch gives the image shape; the iterator is then rewound.
   first_data_state = batches.get_state()
-  init = _initializer(config, method, tx, mesh, next(batches)["image"].shape)
+  first = next(batches)
+  dataset_update.check_indexed(method, first)
+  init = _initializer(config, method, tx, mesh, first["image"].shape)
 
   with Checkpointer(workdir, max_to_keep=config.get("max_to_keep", 3)) as ckpt:
     restored = ckpt.restore(config, jax.eval_shape(init))
@@ -138,11 +142,13 @@ def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
       logging.info("train: %s from step %d in %s", method.name, start, workdir)
     step_fn = make_train_step(config, method, tx, mesh)
+    dataset_pass = None if method.dataset_update is None else \
+        dataset_update.make_dataset_update(config, method, mesh)
     with MetricsWriter(workdir, start_step=start) as writer, \
         ProgressBar(config.total_steps, start_step=start) as progress, \
         watch_preemption() as preempted:
       return _loop(config, state, start, batches, step_fn, hooks, ckpt,
-                   writer, progress, preempted)
+                   writer, progress, preempted, dataset_pass)
 
 
 def restore_state(config, workdir: str, *, image_shape: Sequence[int],
@@ -191,7 +197,7 @@ def _initializer(config, method, tx, mesh, batch_shape) -> Callable:
 
 
 def _loop(config, state, start, batches, step_fn, hooks, ckpt, writer,
-          progress, preempted) -> dict[str, float]:
+          progress, preempted, dataset_pass) -> dict[str, float]:
   step = last_step = start
   metrics = {}
   last_time = time.perf_counter()
@@ -200,12 +206,17 @@ def _loop(config, state, start, batches, step_fn, hooks, ckpt, writer,
   # save or log are checked before anything is written.
   unchecked = None
   while step < config.total_steps:
+    extra = {}
+    if dataset_pass is not None and step % dataset_pass.every == 0:
+      pass_start = time.perf_counter()
+      # Logged with the first step that trains on its result.
+      state, extra = dataset_pass.run(state)
+      last_time += time.perf_counter() - pass_start
     state, step_metrics = step_fn(state, next(batches))
     step += 1
     if unchecked is not None:
       _host_metrics(*unchecked, ckpt)
     unchecked = (step, step_metrics)
-    extra = {}
     hooks_start = time.perf_counter()
     for hook in hooks:
       extra.update(hook(step, state) or {})
