@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
-from ssljax.methods.base import Method, StepOutput
+from ssljax.methods.base import DatasetUpdate, Method, StepOutput
 
 CHANNELS = 8
 BN_MOMENTUM = 0.9
@@ -176,10 +177,101 @@ class ArrayIterator:
     rows = (self._position * self._global_batch + self._offset
             + np.arange(self._local)) % n
     self._position += 1
-    return {"image": self._images[rows], "label": self._labels[rows]}
+    return {"image": self._images[rows], "label": self._labels[rows],
+            "index": rows.astype(np.int32)}
 
   def get_state(self):
     return {"position": self._position}
 
   def set_state(self, state):
     self._position = state["position"]
+
+
+# ------------------------------------------------------ with a dataset pass ---
+# TOY plus a classifier head trained on per-example pseudo-labels that a
+# dataset pass recomputes every EVERY steps, the shape of DeepCluster. Its
+# features start with each image's mean pixel, so tests can check that the
+# pass sees every example of mnist5k's train split once, in dataset order.
+
+TRAIN_SIZE = 4000  # mnist5k's train split
+CLUSTERS = 3
+EVERY = 3
+
+
+def cluster_init(config, rng, images):
+  params, model_state, method_state = init(config, rng, images)
+  params["head"] = {"kernel": jnp.zeros((CHANNELS, CLUSTERS))}
+  method_state.update(
+      labels=jnp.zeros(TRAIN_SIZE, jnp.int32),
+      pixel_means=jnp.zeros(TRAIN_SIZE),
+      pass_steps=jnp.full(8, -1, jnp.int32), passes=jnp.zeros((), jnp.int32))
+  return params, model_state, method_state
+
+
+def cluster_features(config, params, model_state, method_state, images):
+  del method_state
+  pixel_mean = images.astype(jnp.float32).mean(axis=(1, 2, 3)) / 255.0
+  return jnp.concatenate(
+      [pixel_mean[:, None], encode(config, params, model_state, images)],
+      axis=1)
+
+
+def cluster_update(config, params, model_state, method_state, feats, rng,
+                   step):
+  del config, model_state
+  kernel = jax.random.normal(rng, (CHANNELS, CLUSTERS))
+  labels = jnp.argmax(feats[:, 1:] @ kernel, axis=1).astype(jnp.int32)
+  passes = method_state["passes"]
+  method_state = {**method_state, "labels": labels,
+                  "pixel_means": feats[:, 0],
+                  "pass_steps": method_state["pass_steps"].at[passes].set(step),
+                  "passes": passes + 1}
+  params = {**params, "head": {"kernel": 0.1 * kernel}}
+  return params, method_state, {"passes": passes + 1}
+
+
+def cluster_loss(config, params, model_state, method_state, batch, rng,
+                 step):
+  value, out = loss(config, params, model_state, method_state, batch, rng,
+                        step)
+  logits = out.embeddings @ params["head"]["kernel"]
+  labels = method_state["labels"][batch["index"]]
+  value += optax.softmax_cross_entropy_with_integer_labels(
+      logits, labels).mean()
+  present = jnp.zeros(10).at[batch["label"]].set(1.0)
+  return value, out._replace(
+      metrics={**out.metrics, "distinct_labels": present.sum()})
+
+
+def cluster_post_update(config, params, method_state, update_, step):
+  ema = post_update(config, {k: v for k, v in params.items()
+                                 if k != "head"},
+                        method_state, update_, step)
+  return {**method_state, **ema}
+
+
+CLUSTER_TOY = Method(
+    name="cluster_toy", init=cluster_init, loss=cluster_loss,
+    post_update=cluster_post_update, encode=encode,
+    default_config=default_config,
+    dataset_update=DatasetUpdate(every=lambda config: EVERY,
+                                 features=cluster_features,
+                                 update=cluster_update, reset=("head",)))
+
+
+def mnist5k_train(data_dir):
+  """mnist5k's whole train split (images, labels) in dataset order, also in
+  each process of a multi-process run."""
+  from ssljax import data  # pylint: disable=import-outside-toplevel
+  (split,) = data.load("mnist5k", "train", batch_size=TRAIN_SIZE,
+                       shuffle=False, num_epochs=1, data_dir=str(data_dir),
+                       process_index=0, process_count=1)
+  return split["image"], split["label"]
+
+
+def cluster_config(data_dir, **overrides):
+  """`make_config` for CLUSTER_TOY on mnist5k (built in `data_dir`)."""
+  config = make_config(**{"batch_size": 64, "total_steps": 7, **overrides})
+  config.dataset = dict(name="mnist5k", train_size=TRAIN_SIZE)
+  config.data_dir = str(data_dir)
+  return config

@@ -33,15 +33,7 @@ def test_two_processes_match_one_process(tmp_path):
   for i, output in enumerate(outputs):
     assert f"process {i} done at step 6" in output, output[-3000:]
 
-  two = np.load(tmp_path / "two.npz")
-  one = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in
-         jax.tree_util.tree_flatten_with_path(params)[0]}
-  assert sorted(two.files) == sorted([*one, "loss", "step"])
-  assert int(two["step"]) == metrics["step"] == 6
-  np.testing.assert_allclose(two["loss"], metrics["loss"], rtol=1e-5)
-  for name, value in one.items():
-    np.testing.assert_allclose(two[name], value, rtol=1e-5, atol=1e-7,
-                               err_msg=name)
+  two = assert_same_run(tmp_path / "two.npz", params, metrics, steps=6)
 
   # Only process 0 logged; both wrote the checkpoint, with both data states.
   assert [r["step"] for r in read_metrics(shared)] == list(range(1, 7))
@@ -56,6 +48,46 @@ def test_two_processes_match_one_process(tmp_path):
                                  image_shape=(8, 8, 1), method=toy.TOY)
   for path, leaf in jax.tree_util.tree_flatten_with_path(restored.params)[0]:
     np.testing.assert_array_equal(leaf, two[jax.tree_util.keystr(path)])
+
+
+def assert_same_run(npz, tree, metrics, *, steps, rtol=1e-5, atol=1e-7):
+  """The worker's saved `tree` and last loss equal this process's."""
+  two = np.load(npz)
+  one = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in
+         jax.tree_util.tree_flatten_with_path(tree)[0]}
+  assert sorted(two.files) == sorted([*one, "loss", "step"])
+  assert int(two["step"]) == metrics["step"] == steps
+  np.testing.assert_allclose(two["loss"], metrics["loss"], rtol=rtol)
+  for name, value in one.items():
+    np.testing.assert_allclose(two[name], value, rtol=rtol, atol=atol,
+                               err_msg=name)
+  return two
+
+
+def test_dataset_passes_on_two_processes_match_one_process(tmp_path):
+  """CLUSTER_TOY on mnist5k: each process encodes its share of the split;
+  the pass must still see the examples in dataset order, identically."""
+  data_dir = tmp_path / "data"
+  images, labels = toy.mnist5k_train(data_dir)  # built before the workers
+  shared, single = tmp_path / "two_processes", tmp_path / "one_process"
+  workers = launch(2, f"--workdir={shared}", "--devices=2", "--cluster",
+                   f"--data_dir={data_dir}", f"--npz={tmp_path / 'two.npz'}",
+                   "--total_steps=7")
+  try:
+    config = toy.cluster_config(data_dir, **{"mesh.data": 4})
+    metrics = train.train(config, str(single), method=toy.CLUSTER_TOY,
+                          data=toy.ArrayIterator(images, labels,
+                                                 global_batch=64))
+    state = train.restore_state(config, str(single), image_shape=(28, 28, 1),
+                                method=toy.CLUSTER_TOY)
+  finally:
+    outputs = wait_all(workers)
+  for i, output in enumerate(outputs):
+    assert f"process {i} done at step 7" in output, output[-3000:]
+  assert_same_run(tmp_path / "two.npz",
+                  {"params": state.params,
+                   "method_state": state.method_state},
+                  metrics, steps=7)
 
 
 CLUSTER_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS",

@@ -1,10 +1,9 @@
 """`train` with a method's dataset pass (`Method.dataset_update`) and with
 class-balanced batches, on the real mnist5k split.
 
-The method under test is the toy of `_multihost_toy` plus a classifier head
-trained on per-example pseudo-labels that a dataset pass recomputes, the
-shape of DeepCluster; its features start with each image's mean pixel, so
-the tests can check that the pass sees every example once, in dataset order.
+The method under test is `_multihost_toy.CLUSTER_TOY`: the toy method plus a
+classifier head trained on per-example pseudo-labels that a dataset pass
+recomputes, the shape of DeepCluster.
 """
 
 import functools
@@ -17,79 +16,13 @@ import pytest
 
 import _multihost_toy as toy
 from ssljax import data
-from ssljax.methods.base import DatasetUpdate, Method, StepOutput
 from ssljax.train import dataset_update
 from ssljax.train.metrics import read_metrics
 from ssljax import train
 
-TRAIN_SIZE = 4000  # mnist5k's train split
-CLUSTERS = 3
-EVERY = 3
-
-
-def init(config, rng, images):
-  params, model_state, method_state = toy.init(config, rng, images)
-  params["head"] = {"kernel": jnp.zeros((toy.CHANNELS, CLUSTERS))}
-  method_state.update(
-      labels=jnp.zeros(TRAIN_SIZE, jnp.int32),
-      pixel_means=jnp.zeros(TRAIN_SIZE),
-      pass_steps=jnp.full(8, -1, jnp.int32), passes=jnp.zeros((), jnp.int32))
-  return params, model_state, method_state
-
-
-def features(config, params, model_state, method_state, images):
-  del method_state
-  pixel_mean = images.astype(jnp.float32).mean(axis=(1, 2, 3)) / 255.0
-  return jnp.concatenate(
-      [pixel_mean[:, None], toy.encode(config, params, model_state, images)],
-      axis=1)
-
-
-def update(config, params, model_state, method_state, feats, rng, step):
-  del config, model_state
-  kernel = jax.random.normal(rng, (toy.CHANNELS, CLUSTERS))
-  labels = jnp.argmax(feats[:, 1:] @ kernel, axis=1).astype(jnp.int32)
-  passes = method_state["passes"]
-  method_state = {**method_state, "labels": labels,
-                  "pixel_means": feats[:, 0],
-                  "pass_steps": method_state["pass_steps"].at[passes].set(step),
-                  "passes": passes + 1}
-  params = {**params, "head": {"kernel": 0.1 * kernel}}
-  return params, method_state, {"passes": passes + 1}
-
-
-def loss(config, params, model_state, method_state, batch, rng, step):
-  value, out = toy.loss(config, params, model_state, method_state, batch, rng,
-                        step)
-  logits = out.embeddings @ params["head"]["kernel"]
-  labels = method_state["labels"][batch["index"]]
-  value += optax.softmax_cross_entropy_with_integer_labels(
-      logits, labels).mean()
-  present = jnp.zeros(10).at[batch["label"]].set(1.0)
-  return value, out._replace(
-      metrics={**out.metrics, "distinct_labels": present.sum()})
-
-
-def post_update(config, params, method_state, update_, step):
-  ema = toy.post_update(config, {k: v for k, v in params.items()
-                                 if k != "head"},
-                        method_state, update_, step)
-  return {**method_state, **ema}
-
-
-CLUSTER_TOY = Method(
-    name="cluster_toy", init=init, loss=loss, post_update=post_update,
-    encode=toy.encode, default_config=toy.default_config,
-    dataset_update=DatasetUpdate(every=lambda config: EVERY,
-                                 features=features, update=update,
-                                 reset=("head",)))
-
-
-def make_config(data_dir, **overrides):
-  config = toy.make_config(**{"batch_size": 64, "total_steps": 7, **overrides})
-  config.dataset = dict(name="mnist5k", train_size=TRAIN_SIZE)
-  config.data_dir = str(data_dir)
-  return config
+CLUSTER_TOY = toy.CLUSTER_TOY
+TRAIN_SIZE = toy.TRAIN_SIZE
+make_config = toy.cluster_config
 
 
 def run(config, workdir, method=CLUSTER_TOY, **kwargs):
@@ -170,13 +103,22 @@ def test_resume_at_a_pass_step_is_exact(straight, tmp_path):
     np.testing.assert_array_equal(resumed, uninterrupted)
 
 
+class Unindexed(toy.ArrayIterator):
+  """Batches without "index", as a user's own iterator may give."""
+
+  def __next__(self):
+    batch = super().__next__()
+    del batch["index"]
+    return batch
+
+
 def test_data_without_index_and_wrong_train_size_are_errors(data_dir,
                                                             tmp_path):
   config = make_config(data_dir)
   images, labels = toy.toy_images(size=28)
-  plain = toy.ArrayIterator(images, labels, global_batch=config.batch_size)
+  unindexed = Unindexed(images, labels, global_batch=config.batch_size)
   with pytest.raises(ValueError, match="'index'"):
-    run(config, tmp_path / "a", data=plain)
+    run(config, tmp_path / "a", data=unindexed)
   assert not (tmp_path / "a").exists()
   config.dataset.train_size = 100
   with pytest.raises(ValueError, match="train_size"):
