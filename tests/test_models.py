@@ -889,3 +889,19 @@ def test_small_cnn_layers_run_in_index_order_and_count_parameters():
   assert count(params) == expected
   with pytest.raises(ValueError, match="strides"):
     models.get("small_cnn", widths=(4, 8), strides=(1,)).init(KEY, x)
+
+
+def test_small_cnn_flatten_keeps_the_last_map_in_layout_order():
+  x = jax.random.normal(KEY, (2, 28, 28, 1))
+  flat = models.get("small_cnn", widths=(4, 8), strides=(2, 2),
+                    pooling="flatten")
+  avg = models.get("small_cnn", widths=(4, 8), strides=(2, 2))
+  params, state = flat.init(KEY, x)
+  out, _ = flat.apply(params, state, x, train=False)
+  pooled, _ = avg.apply(params, state, x, train=False)
+  assert out.shape == (2, 7 * 7 * 8)
+  # Row-major [h, w, c]: averaging the h·w positions gives the pooled net.
+  np.testing.assert_allclose(out.reshape(2, 49, 8).mean(axis=1), pooled,
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="pooling"):
+    models.get("small_cnn", pooling="max").init(KEY, x)
