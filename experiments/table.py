@@ -5,9 +5,10 @@
 
 Each method runs with its own `configs/<method>.py` recipe for the dataset
 preset, all with the same number of epochs (`--epochs`; default the preset's,
-10 with `--quick`), in `<workdir>/<method>` (re-running resumes or reuses
-finished runs). The frozen encoders are scored as in `pretrain.py` (weighted
-kNN top-1, linear probe top-1). Written to `<workdir>`:
+10 with `--quick`), in `<workdir>/<method>`. Re-running resumes unfinished
+runs and reuses the saved rows of finished ones. The frozen encoders are
+scored as in `pretrain.py` (weighted kNN top-1, linear probe top-1).
+Written to `<workdir>`:
 
   table.md    method | kNN top-1 | linear top-1 | images/s | wall time (s)
   table.png   the two accuracies of every method as bars
@@ -18,11 +19,12 @@ datasets too large to hold as floats, see `PIXEL_BASELINE_MAX_FLOATS`).
 
 A method whose run fails gets its error in the table instead of numbers; the
 others still run. images/s is the median of the logged training throughput;
-the wall time is this invocation's (training and evaluation), so a resumed
-run counts only what was left.
+the wall time is training and evaluation by the invocation that finished
+the run (a resumed run counts only what was left).
 """
 
 import importlib
+import json
 import os
 import statistics
 import sys
@@ -74,9 +76,21 @@ def method_config(name: str, dataset: str, epochs=None, overrides: str = ""):
   return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
+ROW_FILE = "table_row.json"
+
+
 def run_method(name: str, dataset: str, workdir: str, epochs=None,
                overrides: str = "") -> dict:
-  """Trains and scores one method; a failure is returned as `error`."""
+  """Trains and scores one method; a failure is returned as `error`.
+
+  A finished run's row is saved in `<workdir>/table_row.json` and read back
+  on the next invocation, so a table re-run to add methods keeps the others'
+  wall times.
+  """
+  row_path = os.path.join(workdir, ROW_FILE)
+  if os.path.exists(row_path):
+    with open(row_path, encoding="utf-8") as f:
+      return json.load(f)
   start = time.perf_counter()
   try:
     config = method_config(name, dataset, epochs, overrides)
@@ -87,11 +101,15 @@ def run_method(name: str, dataset: str, workdir: str, epochs=None,
     return {"method": name, "error": f"{type(error).__name__}: {error}"}
   throughput = [r["images_per_sec"] for r in metrics_lib.read_metrics(workdir)
                 if r.get("images_per_sec") is not None]
-  return {"method": name, "knn_top1": final.get("knn_top1"),
-          "linear_top1": final.get("linear_top1"),
-          "images_per_sec": statistics.median(throughput) if throughput
-                            else None,
-          "wall_s": time.perf_counter() - start}
+  row = {"method": name, "knn_top1": final.get("knn_top1"),
+         "linear_top1": final.get("linear_top1"),
+         "images_per_sec": statistics.median(throughput) if throughput
+                           else None,
+         "wall_s": time.perf_counter() - start}
+  if final["step"] == config.total_steps and jax.process_index() == 0:
+    with open(row_path, "w", encoding="utf-8") as f:
+      json.dump(row, f)
+  return row
 
 
 def pixel_baseline(dataset: str) -> dict | None:

@@ -168,6 +168,11 @@ def test_table_trains_each_method_and_reports_failures(tmp_path):
                                           abs=0.01)
   with open(tmp_path / "table.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # Re-running reuses the finished run's row (wall time included).
+  run("table.py", f"--workdir={tmp_path}", "--methods=simclr",
+      f"--overrides={overrides}", data_dir=data_dir)
+  with open(tmp_path / "table.md", encoding="utf-8") as f:
+    assert f.read().splitlines()[3] == table[3]
 
   # A method that cannot run gets its error in the table; the rest go on.
   lines = run("table.py", f"--workdir={tmp_path / 'bad'}",
