@@ -21,16 +21,18 @@ Example:
 from __future__ import annotations
 
 from ssljax.methods import (barlow_twins, byol, clip, colorization,
-                            context_encoder, cpc, denoising_autoencoder, dino,
-                            exemplar, jigsaw, metric, moco_v2, moco_v3, nnclr,
-                            pcl, relative_patch, rotation, simclr, simsiam,
+                            context_encoder, cpc, deepcluster, deepercluster,
+                            denoising_autoencoder, dino, exemplar, jigsaw,
+                            metric, moco_v2, moco_v3, nnclr, pcl,
+                            relative_patch, rotation, sela, simclr, simsiam,
                             supcon, swav, vicreg)
 from ssljax.methods.base import DatasetUpdate, Method, StepOutput
 
 _REGISTRY = {module.METHOD.name: module.METHOD for module in (
     simclr, moco_v2, moco_v3, byol, simsiam, barlow_twins, vicreg, dino, swav,
     nnclr, supcon, rotation, jigsaw, relative_patch, context_encoder,
-    colorization, denoising_autoencoder, exemplar, metric, clip, cpc, pcl)}
+    colorization, denoising_autoencoder, exemplar, metric, clip, cpc, pcl,
+    deepcluster, deepercluster, sela)}
 
 
 def names() -> tuple[str, ...]:
