@@ -23,6 +23,7 @@ TINY = ["--config.total_steps=6", "--config.batch_size=32",
         "--config.log_every=1", "--config.eval_every=3",
         "--config.method.backbone_kwargs.widths=(8,8)",
         "--config.method.backbone_kwargs.strides=(1,2)",
+        "--config.method.backbone_kwargs.pooling=avg",
         "--config.method.proj_hidden_dim=16", "--config.method.proj_dim=8"]
 
 
