@@ -208,6 +208,9 @@ def _loop(config, state, start, batches, step_fn, hooks, ckpt, writer,
   while step < config.total_steps:
     extra = {}
     if dataset_pass is not None and step % dataset_pass.every == 0:
+      # An async save still in flight synchronises the processes from its
+      # own thread; the pass's many collectives must not interleave with it.
+      ckpt.wait()
       pass_start = time.perf_counter()
       # Logged with the first step that trains on its result.
       state, extra = dataset_pass.run(state)
