@@ -38,6 +38,8 @@ def wait_all(processes, timeout=300):
     for process in processes:
       if process.poll() is None:
         process.kill()
-  for process, output in zip(processes, outputs):
-    assert process.returncode == 0, output[-5000:]
+  failed = [f"process {i} exited with {process.returncode}:\n{output[-5000:]}"
+            for i, (process, output) in enumerate(zip(processes, outputs))
+            if process.returncode != 0]
+  assert not failed, "\n".join(failed)
   return outputs

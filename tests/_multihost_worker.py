@@ -13,6 +13,7 @@ step down (a hook), so a test can send SIGTERM in the middle of a run.
 """
 
 import argparse
+import faulthandler
 import time
 
 import jax
@@ -31,6 +32,9 @@ def main():
   parser.add_argument("--cluster", action="store_true")
   parser.add_argument("--data_dir")
   args = parser.parse_args()
+  # A hung collective would otherwise only show as the launcher's timeout;
+  # this prints every thread's stack first (wait_all's timeout is 300 s).
+  faulthandler.dump_traceback_later(240, exit=True)
 
   jax.config.update("jax_num_cpu_devices", args.devices)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")

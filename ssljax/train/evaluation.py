@@ -121,6 +121,12 @@ def encode_split(config, encoder: Callable, tree, split: str, *, mesh
       process_count=jax.process_count(), data_dir=config.get("data_dir"))
   local = config.batch_size // jax.process_count()
   sharding = data_sharded(mesh)
+  # XLA:CPU runs independent programs concurrently, so two encoder calls in
+  # flight could enter their cross-process collectives in different orders
+  # in different processes and deadlock; there each call finishes before the
+  # next starts. Accelerators run a device's programs in order.
+  one_at_a_time = jax.process_count() > 1 and \
+      mesh.devices.flat[0].platform == "cpu"
   features, ids = [], []
   for _ in range(math.ceil(size / config.batch_size)):
     batch = next(batches, None)
@@ -133,6 +139,8 @@ def encode_split(config, encoder: Callable, tree, split: str, *, mesh
     global_images, global_ids = data_lib.to_global_array(
         (images, padded_ids), sharding)
     encoded = encoder(tree, global_images, global_ids)
+    if one_at_a_time:
+      jax.block_until_ready(encoded)
     features.append(encoded[0])
     ids.append(encoded[1])
   labels, index = np.concatenate(jax.device_get(ids)).T
