@@ -19,8 +19,12 @@ _SOLO_LEARN = {"method.proj_hidden_dim": 2048, "method.proj_dim": 2048,
                "optimizer.weight_decay": 1e-4}
 
 RECIPES = {
-    "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
-                "method.proj_dim": 256},
+    # 10 epochs, AdamW at 1.2e-2: kNN 0.953 with a 1024-1024 projector and
+    # weight decay 0.05; 256-256: 0.947 (decay 0.05), 0.942 (1e-4).
+    "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 1024,
+                "method.proj_dim": 1024, **common.MNIST5K_ADAMW,
+                "optimizer.learning_rate": 1.2e-2,
+                "optimizer.weight_decay": 0.05},
     "cifar": _SOLO_LEARN,
     "imagenet100": _SOLO_LEARN,
     "imagenet2012": {"batch_size": 2048, "total_epochs": 1000.0,

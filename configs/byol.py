@@ -17,8 +17,10 @@ from configs import common
 RECIPES = {
     "mnist5k": {"method.proj_hidden_dim": 256, "method.proj_dim": 64,
                 "method.pred_hidden_dim": 256, "method.base_momentum": 0.99,
-                "optimizer.learning_rate": 1.0,
-                "optimizer.weight_decay": 1e-5},
+                # 10 epochs, AdamW at 1.2e-2: kNN 0.947 with weight decay
+                # 0.5, 0.944 with 0.2, 0.939 with 1e-4 (LARS: 0.932).
+                **common.MNIST5K_ADAMW, "optimizer.learning_rate": 1.2e-2,
+                "optimizer.weight_decay": 0.5},
     "cifar": {"method.proj_hidden_dim": 4096, "method.proj_dim": 256,
               "method.pred_hidden_dim": 4096, "method.base_momentum": 0.99,
               "optimizer.learning_rate": 1.0, "optimizer.weight_decay": 1e-5},

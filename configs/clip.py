@@ -20,8 +20,8 @@ _ADAMW = {"optimizer.name": "adamw", "optimizer.learning_rate": 1e-3,
 RECIPES = {
     # The mnist recipe drops the blur; restore the preset's asymmetric blur
     # (p 1.0 on view 1, 0.1 on view 2) so that the towers see two families.
-    "mnist5k": {**_ADAMW, "method.proj_dim": 64,
-                "method.augment.blur_prob": None},
+    "mnist5k": {"method.proj_dim": 64, "method.augment.blur_prob": None,
+                **common.MNIST5K_ADAMW},
     "cifar": {**_ADAMW, "method.proj_dim": 256},
     "imagenet100": {**_ADAMW, "method.proj_dim": 512},
     "imagenet2012": {**_ADAMW, "optimizer.learning_rate": 5e-4,

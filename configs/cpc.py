@@ -9,8 +9,9 @@ the batch.
 Published linear top-1: imagenet2012 48.7 (CPC v1, ResNet-101 v2, 7×7
 grids of 64-pixel patches) and 71.5 (CPC v2, ResNet-161); the presets use
 the papers' grid geometry with smaller backbones and do not target these.
-mnist5k is a smoke run of a few minutes on a CPU (5×5 grids of 12-pixel
-patches); cifar uses 7×7 grids of 8-pixel patches.
+mnist5k is a run of about two minutes on a CPU (3×3 grids of 14-pixel
+patches, features concatenated over the grid); cifar uses 7×7 grids of
+8-pixel patches.
 """
 
 from configs import common
@@ -20,7 +21,12 @@ _ADAM = {"optimizer.name": "adamw", "optimizer.learning_rate": 1e-3,
          "optimizer.weight_decay": 1e-5}
 
 RECIPES = {
-    "mnist5k": {**_ADAM, "method.patch_size": 12, "method.patch_stride": 4,
+    # 10 epochs: 5×5 grids of 12-pixel patches, mean-pooled, ran at 30
+    # images/s to kNN 0.788 (the loss contrasts every patch of the batch
+    # with every other); 3×3 grids of 14 pixels, 330 images/s, kNN 0.850
+    # mean-pooled and 0.947 concatenated.
+    "mnist5k": {**common.MNIST5K_ADAMW, "method.patch_size": 14,
+                "method.patch_stride": 7, "method.grid_pooling": "concat",
                 "method.prediction_steps": 2, "method.context_dim": 64},
     "cifar": {**_ADAM, "method.patch_size": 8, "method.patch_stride": 4,
               "method.prediction_steps": 3, "method.context_dim": 256,

@@ -20,7 +20,10 @@ _ADAMW = {"optimizer.name": "adamw", "optimizer.learning_rate": 1e-3,
           "optimizer.weight_decay": 1e-4}
 
 RECIPES = {
-    "mnist5k": {"method.decoder_width": 32, **_ADAMW},
+    # 10 epochs: kNN 0.950 at 730 images/s; decoder width 32, batch 256 and
+    # rate 1e-3 gave 0.941 at 191 images/s (the decoder's 4×4 transposed
+    # convolutions cost most of the step).
+    "mnist5k": {"method.decoder_width": 16, **common.MNIST5K_ADAMW},
     "cifar": {"total_epochs": 100.0, **_ADAMW},
     "imagenet100": {"total_epochs": 100.0, **_ADAMW},
     "imagenet2012": {"total_epochs": 100.0, **_ADAMW},

@@ -15,10 +15,10 @@ Published linear top-1 that the presets target:
                        is not in the paper, 100 epochs here (the official
                        default).
   mnist5k       none published: a smoke run of a few minutes on a CPU, with
-                2 local crops of 12×12.
+                the two global crops only (`configs/common.py`).
 The teacher temperature warms up from 0.04 to 0.07 over 30 epochs (the
-paper; 50 in solo-learn's CIFAR runs) and the last layer is frozen for the
-first epoch.
+paper; 50 in solo-learn's CIFAR runs; mnist5k keeps it at 0.04) and the
+last layer is frozen for the first epoch.
 """
 
 from configs import common
@@ -30,12 +30,15 @@ _SOLO_LEARN = {"method.hidden_dim": 2048, "method.bottleneck_dim": 256,
                "optimizer.learning_rate": 0.3, "optimizer.weight_decay": 1e-6}
 
 RECIPES = {
+    # With 1024 outputs and the teacher warming up to 0.07 the loss stayed
+    # at ln 1024 (uniform outputs) and kNN at the random net's 0.933-0.936
+    # under any optimizer; 256 outputs and a teacher kept at 0.04 learn
+    # (0.946 at 10 epochs).
     "mnist5k": {"method.hidden_dim": 256, "method.bottleneck_dim": 64,
-                "method.out_dim": 1024, "method.base_momentum": 0.99,
-                "method.teacher_temp_warmup_steps": common.epochs(5),
+                "method.out_dim": 256, "method.base_momentum": 0.99,
+                "method.teacher_temp": 0.04,
                 "method.freeze_last_layer_steps": common.epochs(1),
-                "optimizer.learning_rate": 0.3,
-                "optimizer.weight_decay": 1e-6},
+                **common.MNIST5K_ADAMW, "optimizer.weight_decay": 0.04},
     "cifar": _SOLO_LEARN,
     "imagenet100": {**_SOLO_LEARN, "batch_size": 128,
                     "method.augment.num_local": 0,

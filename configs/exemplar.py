@@ -21,8 +21,9 @@ _SGD = {"optimizer.name": "sgd", "optimizer.learning_rate": 0.1,
         "optimizer.weight_decay": 5e-4}
 
 RECIPES = {
+    # 10 epochs: kNN 0.954 at AdamW's rate 1.2e-2, 0.943 at 4e-3.
     "mnist5k": {"method.head_hidden_dim": 128, "method.num_exemplars": 1000,
-                **_SGD},
+                **common.MNIST5K_ADAMW, "optimizer.learning_rate": 1.2e-2},
     "cifar": {"total_epochs": 100.0, **_SGD},
     "imagenet100": {"total_epochs": 100.0, "method.num_exemplars": 2000,
                     **_SGD},

@@ -24,7 +24,8 @@ _SOLO_LEARN_CROPS = {"method.augment.scale": (0.08, 1.0)}
 
 RECIPES = {
     "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
-                "method.proj_dim": 64, "method.queue_size": 4096},
+                "method.proj_dim": 64, "method.queue_size": 4096,
+                **common.MNIST5K_ADAMW},
     "cifar": {**_SOLO_LEARN, **_SOLO_LEARN_CROPS, "method.queue_size": 32768},
     "imagenet100": {**_SOLO_LEARN, **_SOLO_LEARN_CROPS,
                     "method.queue_size": 65536, "batch_size": 128},

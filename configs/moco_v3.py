@@ -21,8 +21,12 @@ _SOLO_LEARN = {"method.proj_hidden_dim": 4096, "method.proj_dim": 256,
                "optimizer.learning_rate": 0.3, "optimizer.weight_decay": 1e-6}
 
 RECIPES = {
+    # 10 epochs, AdamW at 1.2e-2: kNN 0.951 with weight decay 0.2, 0.947
+    # with 0.05, 0.942 with 1e-4.
     "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
-                "method.proj_dim": 64, "method.pred_hidden_dim": 256},
+                "method.proj_dim": 64, "method.pred_hidden_dim": 256,
+                **common.MNIST5K_ADAMW, "optimizer.learning_rate": 1.2e-2,
+                "optimizer.weight_decay": 0.2},
     "cifar": _SOLO_LEARN,
     "imagenet100": _SOLO_LEARN,
     "imagenet2012": {"total_epochs": 300.0, "method.temperature": 1.0,

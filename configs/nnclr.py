@@ -20,9 +20,11 @@ _SOLO_LEARN = {"method.proj_hidden_dim": 2048, "method.proj_dim": 256,
                "optimizer.weight_decay": 1e-5}
 
 RECIPES = {
+    # 10 epochs: kNN 0.950 at AdamW's rate 1.2e-2, 0.947 at 4e-3.
     "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
                 "method.proj_dim": 64, "method.pred_hidden_dim": 256,
-                "method.queue_size": 2048},
+                "method.queue_size": 2048, **common.MNIST5K_ADAMW,
+                "optimizer.learning_rate": 1.2e-2},
     "cifar": _SOLO_LEARN,
     "imagenet100": {**_SOLO_LEARN, "batch_size": 128},
     "imagenet2012": {"total_epochs": 1000.0, "optimizer.learning_rate": 0.3,

@@ -20,8 +20,13 @@ _SOLO_LEARN = {"optimizer.name": "sgd", "optimizer.learning_rate": 0.5,
 _SOLO_LEARN_CROPS = {"method.augment.scale": (0.08, 1.0)}
 
 RECIPES = {
+    # 10 epochs, AdamW at 1.2e-2: kNN 0.954 with weight decay 0.05, 0.946
+    # with 1e-4 (methods without negatives rely on weight decay, Tian et
+    # al. 2021, "Understanding self-supervised learning dynamics").
     "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
-                "method.proj_dim": 256, "method.pred_hidden_dim": 64},
+                "method.proj_dim": 256, "method.pred_hidden_dim": 64,
+                **common.MNIST5K_ADAMW, "optimizer.learning_rate": 1.2e-2,
+                "optimizer.weight_decay": 0.05},
     "cifar": {**_SOLO_LEARN, **_SOLO_LEARN_CROPS},
     "imagenet100": {**_SOLO_LEARN, **_SOLO_LEARN_CROPS, "batch_size": 128},
     "imagenet2012": {"batch_size": 512, "optimizer.name": "sgd",

@@ -35,8 +35,9 @@ RECIPES = {
                 "method.num_prototypes": 100, "method.queue_size": 1024,
                 "method.queue_start_steps": common.epochs(5),
                 "method.freeze_prototypes_steps": common.epochs(1),
-                "optimizer.learning_rate": 0.6,
-                "optimizer.weight_decay": 1e-6},
+                # 10 epochs: kNN 0.966 (LARS at 0.6: 0.946).
+                **common.MNIST5K_ADAMW, "optimizer.learning_rate": 1.2e-2,
+                "optimizer.weight_decay": 0.2},
     "cifar": _SOLO_LEARN,
     "imagenet100": {**_SOLO_LEARN, "method.augment.num_local": 0,
                     "method.augment.global_scale": (0.08, 1.0)},

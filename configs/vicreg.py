@@ -22,8 +22,7 @@ _SOLO_LEARN = {"method.proj_hidden_dim": 2048, "method.proj_dim": 2048,
 
 RECIPES = {
     "mnist5k": {"method.proj_hidden_dim": 256, "method.proj_dim": 256,
-                "optimizer.learning_rate": 0.3,
-                "optimizer.weight_decay": 1e-4},
+                **common.MNIST5K_ADAMW},
     "cifar": _SOLO_LEARN,
     "imagenet100": _SOLO_LEARN,
     "imagenet2012": {"batch_size": 2048, "total_epochs": 1000.0,

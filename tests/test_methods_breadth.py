@@ -484,6 +484,13 @@ def test_cpc_encode_mean_pools_patch_features_and_checks_the_grid():
   np.testing.assert_allclose(
       features, np.asarray(per_patch).reshape(3, 9, -1).mean(axis=1),
       rtol=1e-5, atol=1e-6)
+  # "concat": patch (i, j)'s features at columns [(3i + j)·D, (3i + j + 1)·D).
+  concat = cpc.encode(cpc_config(grid_pooling="concat"), params, model_state,
+                      images)
+  np.testing.assert_allclose(
+      concat, np.asarray(per_patch).reshape(3, -1), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="grid_pooling"):
+    cpc.encode(cpc_config(grid_pooling="max"), params, model_state, images)
   for fields in (dict(prediction_steps=3), dict(patch_size=20)):
     with pytest.raises(ValueError, match="prediction_steps"):
       cpc.init(cpc_config(**fields), jax.random.key(0), images)

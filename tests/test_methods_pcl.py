@@ -433,9 +433,10 @@ def test_configs():
     pcl.check_config(config)
     assert config.method.name == "pcl"
   config = pcl_configs.get_config("mnist5k")
-  assert pcl.every(config) == 15 and config.method.num_clusters == (20, 40,
+  # Batch 128: an epoch is 4000 // 128 = 31 steps, warm-up 3 epochs.
+  assert pcl.every(config) == 31 and config.method.num_clusters == (20, 40,
                                                                     80)
-  assert pcl.warmup_steps(config) == 45
+  assert pcl.warmup_steps(config) == 93
   config = pcl_configs.get_config("imagenet2012")
   assert (config.total_steps, pcl.warmup_steps(config)) == (
       200 * 5004, 20 * 5004)

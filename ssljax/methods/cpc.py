@@ -28,7 +28,10 @@ cannot leave out each query's own positive.
 
 Every view of `config.method.augment` is a separate image of the batch.
 `encode` mean-pools the patch features over the grid, as Hénaff et al.'s
-linear evaluation does.
+linear evaluation does (`grid_pooling="mean"`), or concatenates them in
+row-major order (`"concat"`), which keeps where each patch lies: on small
+centred images such as digits the class is in that layout (mnist5k, 10
+epochs: kNN 0.850 with the mean).
 
 Differences from the papers: the backbone's BatchNorm statistics are over
 all patches of the batch (Hénaff et al. replace BN by layer norm because BN
@@ -76,7 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
       name="cpc", backbone="resnet50", backbone_kwargs={},
       augment=_shared.augment_config("byol"), patch_size=64, patch_stride=32,
       context_dim=512, context_layers=2, context_kernel=3,
-      prediction_steps=5))
+      prediction_steps=5, grid_pooling="mean"))
 
 
 # ----------------------------------------------------------- the grid ---
@@ -223,13 +226,24 @@ def loss(config, params, model_state, method_state, images, rng, step):
           jnp.mean(z[:images.shape[0]], axis=(1, 2))))
 
 
+GRID_POOLINGS = ("mean", "concat")
+
+
 def encode(config, params, model_state, images):
-  """Backbone features of the patches in eval mode, mean over the grid."""
+  """Backbone features of the patches in eval mode, pooled over the grid by
+  `config.method.grid_pooling`: their mean [N, D] or their row-major
+  concatenation [N, G·G·D]."""
+  pooling = config.method.grid_pooling
+  if pooling not in GRID_POOLINGS:
+    raise ValueError(f"cpc: `config.method.grid_pooling` must be one of "
+                     f"{GRID_POOLINGS}, got {pooling!r}.")
   images, _ = _shared.split_batch(images)
   grid = patches(config, images)
   flat = grid.reshape(-1, *grid.shape[3:])
   features = _shared.encode(config, params, model_state, flat)
-  return jnp.mean(features.reshape(*grid.shape[:3], -1), axis=(1, 2))
+  features = features.reshape(grid.shape[0], -1, features.shape[-1])
+  return features.mean(axis=1) if pooling == "mean" else \
+      features.reshape(grid.shape[0], -1)
 
 
 METHOD = Method(name="cpc", init=init, loss=loss,
