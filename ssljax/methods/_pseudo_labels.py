@@ -41,6 +41,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+from jax.scipy.special import xlogy
 
 from ssljax import _common, models
 from ssljax.data import augment
@@ -220,7 +221,8 @@ def reinit_heads(heads: dict, key: jax.Array, *,
 
 
 def apply_heads(heads: dict, x: jax.Array) -> jax.Array:
-  """Logits [H, B, K] = x · W_h + b_h of every head, in float32 or wider.
+  """Logits [H, ..., K] = x · W_h + b_h of every head for x [..., D] (e.g.
+  [B, D], or [V, B, D] views), in float32 or wider.
 
   Example:
     >>> import jax.numpy as jnp
@@ -229,15 +231,16 @@ def apply_heads(heads: dict, x: jax.Array) -> jax.Array:
     [6.0, 7.0]
   """
   fn = "apply_heads"
-  _common.check_rank(x, 2, "x", fn)
   _common.check_rank(heads["kernel"], 3, "heads['kernel']", fn)
-  if x.shape[1] != heads["kernel"].shape[1]:
+  if x.ndim < 1 or x.shape[-1] != heads["kernel"].shape[1]:
     raise ValueError(
-        f"{fn}: `x` [B, D] must have D = {heads['kernel'].shape[1]} (the "
+        f"{fn}: `x` [..., D] must have D = {heads['kernel'].shape[1]} (the "
         f"heads' input size), got shape {x.shape}.")
   x = _common.to_compute(x)
-  return (jnp.einsum("bd,hdk->hbk", x, heads["kernel"].astype(x.dtype))
-          + heads["bias"][:, None, :].astype(x.dtype))
+  bias = heads["bias"].reshape(heads["bias"].shape[0],
+                               *(1,) * (x.ndim - 1), -1)
+  return (jnp.einsum("...d,hdk->h...k", x, heads["kernel"].astype(x.dtype))
+          + bias.astype(x.dtype))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
@@ -414,8 +417,7 @@ def cluster_statistics(labels: jax.Array, num_clusters: int) -> dict:
   counts = jax.vmap(lambda row: jnp.bincount(row, length=num_clusters))(
       labels)
   p = counts / labels.shape[1]
-  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)),
-                               0.0), axis=1)
+  entropy = -jnp.sum(xlogy(p, p), axis=1)
   return {"empty_clusters": jnp.mean(jnp.sum(counts == 0, axis=1),
                                      dtype=jnp.float32),
           "clusters_used_fraction": jnp.mean(counts > 0, dtype=jnp.float32),
@@ -441,9 +443,7 @@ def _entropy_and_count(*keys: jax.Array) -> tuple[jax.Array, jax.Array]:
                          jnp.cumsum(changes, dtype=jnp.int32)])
   p = jax.ops.segment_sum(jnp.ones((n,), jnp.float32), run,
                           num_segments=n) / n
-  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)),
-                               0.0))
-  return entropy, run[-1] + 1
+  return -jnp.sum(xlogy(p, p)), run[-1] + 1
 
 
 def normalized_mutual_information(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -118,11 +118,10 @@ def loss(config, params, model_state, method_state, batch, rng, step):
   run = _shared.online(config, _pseudo_labels.mlp_network(config),
                        _pseudo_labels.network_params(params), model_state,
                        batch, rng)
-  projection = run.outputs["projection"]  # [V, B, D]
-  n_views, size, dim = projection.shape
-  logits = _pseudo_labels.apply_heads(
-      params[CLASSIFIER], jax.nn.relu(projection).reshape(-1, dim))
-  logits = logits.reshape(n_views, size, -1)
+  # [1, V, B, K] from the [V, B, D] projections; the labels [1, B] and
+  # weights [B] are every view's.
+  logits = _pseudo_labels.apply_heads(params[CLASSIFIER],
+                                      jax.nn.relu(run.outputs["projection"]))
   value = _pseudo_labels.cross_entropy(logits, labels, weights)
   return value, _shared.step_output(run, metrics={
       "pseudo_label_accuracy": _pseudo_labels.accuracy(logits, labels)})

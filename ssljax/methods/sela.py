@@ -164,11 +164,8 @@ def loss(config, params, model_state, method_state, batch, rng, step):
   run = _shared.online(config, network(config),
                        {"backbone": params["backbone"]}, model_state, batch,
                        rng)
-  features = run.outputs["features"]  # [V, B, D]
-  n_views, size, dim = features.shape
-  logits = _pseudo_labels.apply_heads(params[HEADS],
-                                      features.reshape(-1, dim))
-  logits = logits.reshape(logits.shape[0], n_views, size, -1)
+  # [H, V, B, K] from the [V, B, D] features.
+  logits = _pseudo_labels.apply_heads(params[HEADS], run.outputs["features"])
   labels = labels[:, None, :]  # Every view of an example has its labels.
   return _pseudo_labels.cross_entropy(logits, labels), _shared.step_output(
       run, metrics={"pseudo_label_accuracy": _pseudo_labels.accuracy(
