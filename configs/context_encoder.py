@@ -21,10 +21,12 @@ RECIPES = {
     # Decoder width 16 and batch 128: 781 images/s instead of 176 at width
     # 32, same kNN (0.896 / 0.892 at 10 epochs). The central hole covers
     # most of a digit, which the encoder then never sees; random blocks
-    # (the paper's better transfer too, sec. 3.3) give 0.942.
+    # (the paper's better transfer too, sec. 3.3) give 0.942; Adam's
+    # usual β1 = 0.9 (the paper's 0.5 is a GAN setting) and rate 1.2e-2:
+    # 0.954 (β1 0.5: 0.945).
     "mnist5k": {"method.decoder_width": 16, "method.overlap": 1, **_ADAM,
-                "batch_size": 128, "optimizer.learning_rate": 4e-3,
-                "method.mask": "random_block"},
+                "batch_size": 128, "optimizer.learning_rate": 1.2e-2,
+                "optimizer.momentum": 0.9, "method.mask": "random_block"},
     "cifar": {"total_epochs": 100.0, "method.overlap": 1, **_ADAM},
     "imagenet100": {"total_epochs": 100.0, "method.overlap": 7, **_ADAM},
     "imagenet2012": {"total_epochs": 100.0, "method.overlap": 7, **_ADAM},
