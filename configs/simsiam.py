@@ -23,7 +23,7 @@ RECIPES = {
     # 10 epochs, AdamW at 1.2e-2: kNN 0.954 with weight decay 0.05, 0.946
     # with 1e-4 (methods without negatives rely on weight decay, Tian et
     # al. 2021, "Understanding self-supervised learning dynamics").
-    "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
+    "mnist5k": {"method.proj_hidden_dim": 256,
                 "method.proj_dim": 256, "method.pred_hidden_dim": 64,
                 **common.MNIST5K_ADAMW, "optimizer.learning_rate": 1.2e-2,
                 "optimizer.weight_decay": 0.05},

@@ -491,6 +491,8 @@ def test_cpc_encode_mean_pools_patch_features_and_checks_the_grid():
       concat, np.asarray(per_patch).reshape(3, -1), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="grid_pooling"):
     cpc.encode(cpc_config(grid_pooling="max"), params, model_state, images)
+  with pytest.raises(ValueError, match="grid_pooling"):  # Before training.
+    cpc.init(cpc_config(grid_pooling="max"), jax.random.key(0), images)
   for fields in (dict(prediction_steps=3), dict(patch_size=20)):
     with pytest.raises(ValueError, match="prediction_steps"):
       cpc.init(cpc_config(**fields), jax.random.key(0), images)

@@ -160,9 +160,23 @@ def _latents(config, params, model_state, views: jax.Array, *, train: bool
   return z.reshape(*grid.shape[:3], -1), state
 
 
+GRID_POOLINGS = ("mean", "concat")
+
+
+def check_grid_pooling(config) -> str:
+  """`config.method.grid_pooling`, checked (at `init`, so that a bad value
+  stops the run before training rather than at its first evaluation)."""
+  pooling = config.method.grid_pooling
+  if pooling not in GRID_POOLINGS:
+    raise ValueError(f"cpc: `config.method.grid_pooling` must be one of "
+                     f"{GRID_POOLINGS}, got {pooling!r}.")
+  return pooling
+
+
 def init(config, rng, images):
   """Backbone (on patch-sized inputs), context network and the K linear
   predictors W_k [context_dim, D]."""
+  check_grid_pooling(config)
   images, _ = _shared.split_batch(images)
   backbone_rng, context_rng, head_rng, view_rng = jax.random.split(rng, 4)
   view = jax.eval_shape(
@@ -226,17 +240,11 @@ def loss(config, params, model_state, method_state, images, rng, step):
           jnp.mean(z[:images.shape[0]], axis=(1, 2))))
 
 
-GRID_POOLINGS = ("mean", "concat")
-
-
 def encode(config, params, model_state, images):
   """Backbone features of the patches in eval mode, pooled over the grid by
   `config.method.grid_pooling`: their mean [N, D] or their row-major
   concatenation [N, G·G·D]."""
-  pooling = config.method.grid_pooling
-  if pooling not in GRID_POOLINGS:
-    raise ValueError(f"cpc: `config.method.grid_pooling` must be one of "
-                     f"{GRID_POOLINGS}, got {pooling!r}.")
+  pooling = check_grid_pooling(config)
   images, _ = _shared.split_batch(images)
   grid = patches(config, images)
   flat = grid.reshape(-1, *grid.shape[3:])
