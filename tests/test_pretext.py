@@ -379,7 +379,7 @@ def cell_image(batch, grid, cell):
 def test_relative_patch_labels_hand_worked():
   x = cell_image(64, 3, 4)
   centre, neighbour, labels = run(pretext.relative_patches, KEY, x,
-                                  patch_size=2)
+                                  patch_size=2, normalize=False)
   assert centre.shape == neighbour.shape == (64, 2, 2, 1)
   labels = np.asarray(labels)
   assert labels.dtype == np.int32 and set(labels.tolist()) == set(range(8))
@@ -394,14 +394,14 @@ def test_relative_patch_positions_gap_and_jitter():
   # cell 6 (one spare pixel at each border), gap 2 -> patch 4 centred: the
   # unjittered patch of cell (r, c) starts at 1 + 6·(r, c) + 1.
   centre, neighbour, labels = run(pretext.relative_patches, KEY, x, gap=2,
-                                  jitter=0)
+                                  jitter=0, normalize=False)
   for b in range(32):
     r, c = LABEL_TO_CELL[int(labels[b])]
     np.testing.assert_array_equal(centre[b], x[b, 8:12, 8:12])
     np.testing.assert_array_equal(
         neighbour[b], x[b, 2 + 6 * r:6 + 6 * r, 2 + 6 * c:6 + 6 * c])
   centre, neighbour, labels = run(pretext.relative_patches, KEY, x, gap=2,
-                                  jitter=1)
+                                  jitter=1, normalize=False)
   shifts = set()
   for b in range(32):
     r, c = LABEL_TO_CELL[int(labels[b])]
@@ -416,7 +416,7 @@ def test_relative_patch_positions_gap_and_jitter():
 def test_relative_patch_larger_grid_uses_interior_centres():
   x = cell_image(64, 5, 3)
   centre, neighbour, labels = run(pretext.relative_patches, KEY, x, grid=5,
-                                  patch_size=2)
+                                  patch_size=2, normalize=False)
   centres = set()
   for b in range(64):
     value = int(centre[b, 0, 0, 0])
@@ -431,9 +431,10 @@ def test_relative_patch_larger_grid_uses_interior_centres():
 
 def test_relative_patch_chromatic_counter_measures():
   x = rand((8, 12, 12, 3), seed=5)
-  plain = run(pretext.relative_patches, KEY, x, jitter=0)
-  projected = run(pretext.relative_patches, KEY, x, jitter=0,
-                  chromatic="projection")
+  unscaled = dict(jitter=0, normalize=False)
+  plain = run(pretext.relative_patches, KEY, x, **unscaled)
+  projected = run(pretext.relative_patches, KEY, x, chromatic="projection",
+                  **unscaled)
   axis = np.array([-1.0, 2.0, -1.0])
   for got, raw in zip(projected[:2], plain[:2]):
     raw = np.asarray(raw, np.float64)
@@ -444,7 +445,8 @@ def test_relative_patch_chromatic_counter_measures():
     np.testing.assert_allclose(got, want, atol=1e-6)
     np.testing.assert_allclose(np.asarray(got) @ axis, 0.0, atol=1e-5)
   np.testing.assert_array_equal(projected[2], plain[2])
-  dropped = run(pretext.relative_patches, KEY, x, jitter=0, chromatic="drop")
+  dropped = run(pretext.relative_patches, KEY, x, chromatic="drop",
+                **unscaled)
   kept_channels = []
   for got, raw in zip(dropped[:2], plain[:2]):
     for b in range(8):
@@ -460,13 +462,50 @@ def test_relative_patch_chromatic_counter_measures():
   assert len(set(kept_channels)) == 3
 
 
-def test_relative_patch_bf16():
+def np_standardize_joint(patch):
+  """Per-channel mean removed, one scale for the whole patch."""
+  centred = np.asarray(patch, np.float64) - np.mean(patch, axis=(0, 1))
+  return centred / np.sqrt(np.mean(centred ** 2) + 1e-6)
+
+
+@pytest.mark.parametrize("chromatic", ["none", "projection", "drop"])
+def test_relative_patch_standardises_each_patch_after_the_chromatic_step(
+    chromatic):
+  x = rand((6, 12, 12, 3), seed=7)
+  raw = run(pretext.relative_patches, KEY, x, chromatic=chromatic,
+            normalize=False)
+  got = run(pretext.relative_patches, KEY, x, chromatic=chromatic)
+  np.testing.assert_array_equal(got[2], raw[2])
+  for patches, raw_patches in zip(got[:2], raw[:2]):
+    for b in range(6):
+      want = np_standardize_joint(raw_patches[b])
+      np.testing.assert_allclose(patches[b], want, atol=1e-5)
+      # 1 up to the 1e-6 added to the variance.
+      np.testing.assert_allclose(np.mean(np.square(want)), 1.0, rtol=1e-3)
+      if chromatic == "drop":
+        # One scale for the patch: the noise channels stay 1/100 as strong.
+        stds = sorted(np.std(np.asarray(patches[b]), axis=(0, 1)))
+        assert stds[1] < 0.05 * stds[2]
+
+
+def test_relative_patch_standardises_a_flat_patch_to_zero():
+  x = np.full((2, 12, 12, 1), 0.7, np.float32)
+  centre, neighbour, _ = run(pretext.relative_patches, KEY, x)
+  np.testing.assert_allclose(centre, 0.0, atol=1e-4)
+  np.testing.assert_allclose(neighbour, 0.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("normalize, atol", [(False, 4e-3), (True, 2e-2)])
+def test_relative_patch_bf16(normalize, atol):
+  # bf16 keeps 8 bits: 4e-3 of a [0, 1] pixel, about 3.5 times more once a
+  # patch of standard deviation ~0.29 is scaled to 1.
   x = rand((4, 12, 12, 3), seed=6)
-  half = run(pretext.relative_patches, KEY, jnp.asarray(x, jnp.bfloat16))
-  want = run(pretext.relative_patches, KEY, x)
+  half = run(pretext.relative_patches, KEY, jnp.asarray(x, jnp.bfloat16),
+             normalize=normalize)
+  want = run(pretext.relative_patches, KEY, x, normalize=normalize)
   assert half[0].dtype == half[1].dtype == jnp.float32
   for got, ref in zip(half[:2], want[:2]):
-    np.testing.assert_allclose(got, ref, atol=4e-3)
+    np.testing.assert_allclose(got, ref, atol=atol)
   np.testing.assert_array_equal(half[2], want[2])
 
 

@@ -7,7 +7,8 @@ Each step takes, from every image, the centre patch of a 3 × 3 layout and
 one of its 8 neighbours drawn uniformly, with a gap between the patches and
 a random jitter of their positions (`ssljax.pretext.relative_patches`, the
 paper's 96-pixel patches 48 apart with up to 7 pixels of jitter, scaled to
-the image). The backbone F, shared by both patches (the paper's late-fusion
+the image) and standardises each patch on its own, as the authors' code
+does. The backbone F, shared by both patches (the paper's late-fusion
 pair of towers), maps each patch to features; their concatenation goes
 through an MLP head to 8 logits:
 
@@ -22,8 +23,9 @@ it must be "none" on one-channel data.
 Differences from the paper: the head is an MLP on pooled backbone features
 (the paper's fc6 per patch is the backbone's last layer here, fc7-fc8 the
 head); the view before cutting patches is a random resized crop with a flip
-(`_pretext.light_augment`). `encode` gives the backbone features of whole
-images.
+(`_pretext.light_augment`); the authors' code also blurs a third of the
+patches (down- then up-sampled), which is not done here (on mnist5k it made
+no difference). `encode` gives the backbone features of whole images.
 
 Example:
   >>> import jax, jax.numpy as jnp, ml_collections
@@ -59,13 +61,12 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def task(config, rng, view, method_state):
-  """[B, 2, p, p, C] (centre, neighbour), normalised, and the neighbour's
-  position label."""
+  """[B, 2, p, p, C] (centre, neighbour), each patch standardised on its
+  own, and the neighbour's position label."""
   del method_state  # Nothing is kept.
   centre, neighbour, labels = pretext.relative_patches(
       rng, view, chromatic=config.method.chromatic)
-  patches = jnp.stack([centre, neighbour], axis=1)
-  return _pretext.normalize(config, patches), labels
+  return jnp.stack([centre, neighbour], axis=1), labels
 
 
 METHOD = _pretext.classification_method(_pretext.Classification(

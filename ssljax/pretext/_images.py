@@ -132,3 +132,22 @@ def check_size(size, limit: int, name: str, fn: str) -> None:
 
 def is_integral(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+# Added to a crop's variance before dividing by its standard deviation: a
+# constant crop becomes 0 (not NaN), and noise in a nearly flat crop is
+# amplified at most 1000 times.
+_CROP_VAR_EPS = 1e-6
+
+
+def standardize(crops: jax.Array, *, joint_channels: bool = False
+                ) -> jax.Array:
+  """Crops [..., h, w, C] minus each channel's mean over the crop's pixels,
+  divided by sqrt(var + 1e-6): the variance over the pixels per channel, or,
+  with `joint_channels`, over the pixels and channels together (one scale
+  per crop, which keeps a faint channel faint)."""
+  mean = jnp.mean(crops, axis=(-3, -2), keepdims=True)
+  centred = crops - mean
+  axes = (-3, -2, -1) if joint_channels else (-3, -2)
+  var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
+  return centred * jax.lax.rsqrt(var + _CROP_VAR_EPS)

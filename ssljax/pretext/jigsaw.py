@@ -34,10 +34,6 @@ __all__ = ["permutation_set", "jigsaw_tiles"]
 _TILE_RATIO = (64, 75)
 # 10! permutations of 10 tiles take 36 MB as int8; 11! would take 440 MB.
 _MAX_TILES = 10
-# Added to a tile's variance before dividing by its standard deviation: a
-# constant tile becomes 0 (not NaN), and noise in a nearly flat tile is
-# amplified at most 1000 times.
-_TILE_VAR_EPS = 1e-6
 # Score of an already chosen permutation in `permutation_set`: above any
 # running max or sum of matches (at most num_tiles · P < 2**25).
 _CHOSEN = 2**30
@@ -164,13 +160,6 @@ def _check_permutations(permutations, num_tiles: int, fn: str) -> None:
           f"0..{num_tiles - 1}; row {bad[0]} is not.")
 
 
-def _standardize(tiles: jax.Array) -> jax.Array:
-  """Per tile and channel: (x − mean) / sqrt(var + eps) over its pixels."""
-  mean = jnp.mean(tiles, axis=(-3, -2), keepdims=True)
-  var = jnp.var(tiles, axis=(-3, -2), keepdims=True)
-  return (tiles - mean) * jax.lax.rsqrt(var + _TILE_VAR_EPS)
-
-
 def jigsaw_tiles(key: jax.Array, images: jax.Array, permutations, *,
                  grid: int = 3, tile_size: Optional[int] = None,
                  jitter: Optional[int] = None,
@@ -244,4 +233,4 @@ def jigsaw_tiles(key: jax.Array, images: jax.Array, permutations, *,
     return tiles[permutations[label]], label
 
   tiles, labels = _images.per_example(one, key, images)
-  return (_standardize(tiles) if normalize else tiles), labels
+  return (_images.standardize(tiles) if normalize else tiles), labels

@@ -16,7 +16,10 @@ for 96-pixel patches) and a random jitter of each patch's position (up to 7
 pixels) stop the network from matching edges and continuing lines; the
 chromatic-aberration counter-measures (`chromatic` below)
 stop it from locating a patch by the colour fringes lenses leave towards
-the image border.
+the image border. The authors' released code (cdoersch/deepcontext) also
+standardises each patch on its own, so that brightness and contrast, which
+change smoothly across an image, cannot place a patch either; here this is
+`normalize`.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def _drop_colours(patch: jax.Array, keep: jax.Array,
 def relative_patches(key: jax.Array, images: jax.Array, *, grid: int = 3,
                      patch_size: Optional[int] = None,
                      gap: Optional[int] = None, jitter: Optional[int] = None,
-                     chromatic: str = "none"
+                     chromatic: str = "none", normalize: bool = True
                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """A centre patch, one of its 8 neighbours, and the neighbour's position.
 
@@ -122,6 +125,10 @@ def relative_patches(key: jax.Array, images: jax.Array, *, grid: int = 3,
       "drop": per patch keep one random channel and replace the other two
         with Gaussian noise of 1/100 of the kept channel's standard
         deviation.
+    normalize: standardise each patch after the chromatic step (default
+      True, as in the authors' code): subtract each channel's mean over the
+      patch, divide by sqrt(var + 1e-6) with var the mean square over its
+      pixels and channels together, so that "drop"'s noise stays faint.
 
   Returns:
     (centre [B, p, p, C], neighbour [B, p, p, C] in the compute dtype,
@@ -173,6 +180,8 @@ def relative_patches(key: jax.Array, images: jax.Array, *, grid: int = 3,
     elif chromatic == "drop":
       noise = jax.random.normal(noise_key, patches.shape, patches.dtype)
       patches = jax.vmap(_drop_colours)(patches, draws[7:], noise)
+    if normalize:
+      patches = _images.standardize(patches, joint_channels=True)
     return patches[0], patches[1], label
 
   return _images.per_example(one, key, images)
