@@ -246,11 +246,11 @@ def test_permutation_set_bad_inputs(kwargs, match):
 PERMS = pretext.permutation_set(10, num_tiles=9)
 
 
-def np_standardize(tile):
-  tile = np.asarray(tile, np.float64)
-  mean = tile.mean(axis=(0, 1))
-  var = ((tile - mean) ** 2).mean(axis=(0, 1))
-  return (tile - mean) / np.sqrt(var + 1e-6)
+def np_standardize(crop, joint_channels=False):
+  """Per-channel mean removed; the scale per channel, or one for the crop."""
+  centred = np.asarray(crop, np.float64) - np.mean(crop, axis=(0, 1))
+  axes = (0, 1, 2) if joint_channels else (0, 1)
+  return centred / np.sqrt(np.mean(centred ** 2, axis=axes) + 1e-6)
 
 
 def find_offset(image, tile, top, left, cell):
@@ -462,12 +462,6 @@ def test_relative_patch_chromatic_counter_measures():
   assert len(set(kept_channels)) == 3
 
 
-def np_standardize_joint(patch):
-  """Per-channel mean removed, one scale for the whole patch."""
-  centred = np.asarray(patch, np.float64) - np.mean(patch, axis=(0, 1))
-  return centred / np.sqrt(np.mean(centred ** 2) + 1e-6)
-
-
 @pytest.mark.parametrize("chromatic", ["none", "projection", "drop"])
 def test_relative_patch_standardises_each_patch_after_the_chromatic_step(
     chromatic):
@@ -478,7 +472,7 @@ def test_relative_patch_standardises_each_patch_after_the_chromatic_step(
   np.testing.assert_array_equal(got[2], raw[2])
   for patches, raw_patches in zip(got[:2], raw[:2]):
     for b in range(6):
-      want = np_standardize_joint(raw_patches[b])
+      want = np_standardize(raw_patches[b], joint_channels=True)
       np.testing.assert_allclose(patches[b], want, atol=1e-5)
       # 1 up to the 1e-6 added to the variance.
       np.testing.assert_allclose(np.mean(np.square(want)), 1.0, rtol=1e-3)
