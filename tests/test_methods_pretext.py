@@ -19,7 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import common
 from ssljax import data, methods, pretext, train
-from ssljax.methods import (colorization, context_encoder,
+from ssljax.methods import (_shared, colorization, context_encoder,
                             denoising_autoencoder, exemplar, jigsaw,
                             relative_patch, rotation)
 from ssljax.models import decoder
@@ -460,3 +460,21 @@ def test_every_config_builds_for_every_preset(name):
     config = module.get_config(preset)
     assert config.method.name == name and config.dataset.name == preset
     assert 0 <= config.optimizer.warmup_steps < config.total_steps
+
+
+@pytest.mark.parametrize("name", ["jigsaw", "relative_patch"])
+def test_mnist5k_patch_backbone_keeps_a_map_on_the_crops(name):
+  # configs/common.py, MNIST5K_PATCH_BACKBONE: on the task's own crops the
+  # last map is 2×2 (1×1 with the other recipes' strides), and whole digits
+  # give the 7×7 map the kNN and linear probe read.
+  config = importlib.import_module(f"configs.{name}").get_config()
+  module = MODULES[name]
+  state = module.init_state(config) if name == "jigsaw" else None
+  view = jnp.asarray(toy_images(2, size=28), jnp.float32) / 255.0
+  crops, _ = module.task(config, jax.random.key(0), view, state)
+  backbone = _shared.backbone(config)
+  params, model_state = backbone.init(jax.random.key(1), view)
+  width = config.method.backbone_kwargs.widths[-1]
+  for images, side in [(crops.reshape(-1, *crops.shape[2:]), 2), (view, 7)]:
+    features, _ = backbone.apply(params, model_state, images, train=False)
+    assert features.shape == (images.shape[0], side * side * width)
