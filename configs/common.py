@@ -47,8 +47,8 @@ written `epochs(n)` in the recipes and stored in steps; like `total_steps`
 they follow `batch_size`.
 
 Recipes: mnist5k is ours (`small_cnn`, 4 conv layers of 16-128 channels
-whose last 4×4 map is flattened, 30 epochs in minutes on 2 CPU cores, views
-scaled to 28×28 digits); cifar10/cifar100 and
+whose last 4×4 map is flattened, 7×7 for the patch tasks; 30 epochs in
+minutes on 2 CPU cores, views scaled to 28×28 digits); cifar10/cifar100 and
 imagenet100 are solo-learn's (da Costa et al., JMLR 2022: ResNet-18, 1000
 and 400 epochs); imagenet2012 follows each paper's ResNet-50 recipe. One
 difference holds for all: solo-learn's LARS clips its adaptive rate
