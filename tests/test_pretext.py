@@ -16,6 +16,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ssljax import pretext
 
+from _crop_reference import np_standardize
+
 KEY = jax.random.key(0)
 
 
@@ -244,13 +246,6 @@ def test_permutation_set_bad_inputs(kwargs, match):
 # ------------------------------------------------------------ jigsaw tiles ---
 
 PERMS = pretext.permutation_set(10, num_tiles=9)
-
-
-def np_standardize(crop, joint_channels=False):
-  """Per-channel mean removed; the scale per channel, or one for the crop."""
-  centred = np.asarray(crop, np.float64) - np.mean(crop, axis=(0, 1))
-  axes = (0, 1, 2) if joint_channels else (0, 1)
-  return centred / np.sqrt(np.mean(centred ** 2, axis=axes) + 1e-6)
 
 
 def find_offset(image, tile, top, left, cell):
