@@ -25,10 +25,14 @@ setup(
         "mlxtend>=0.23",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
+        "pillow>=10",
         "tqdm>=4.66",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4"],
         "tf": ["tensorflow-cpu>=2.16"],
+        # PyTorch peers measured side by side in benchmarks/ (never imported
+        # by the library).
+        "bench": ["torch>=2.9", "torchvision>=0.24", "pillow>=10"],
     },
 )

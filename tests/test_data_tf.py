@@ -110,13 +110,12 @@ def tf_builders(tmp_path_factory):
 
 
 def run(builder, *, batch_size=4, seed=0, num_epochs=None, shuffle=True,
-        drop_remainder=True, process_index=0, process_count=1,
-        image_shape=(6, 6, 3)):
-  return _tf.iterate(builder, "train", image_shape=image_shape,
-                     batch_size=batch_size, seed=seed, shuffle=shuffle,
-                     num_epochs=num_epochs, drop_remainder=drop_remainder,
+        drop_remainder=True, process_index=0, process_count=1, **host):
+  return _tf.iterate(builder, "train", batch_size=batch_size, seed=seed,
+                     shuffle=shuffle, num_epochs=num_epochs,
+                     drop_remainder=drop_remainder,
                      process_index=process_index, process_count=process_count,
-                     name="test")
+                     name="test", **host)
 
 
 def values(iterator, batches=None):
@@ -176,15 +175,65 @@ def test_tf_state_resumes_across_an_epoch_boundary(tf_builders):
   assert values(resumed, 13) == straight[7:]
 
 
-def test_tf_variable_sizes_are_resized_and_centre_cropped(tf_builders):
+def test_tf_global_batches_do_not_depend_on_the_process_count(tf_builders):
+  fixed, _ = tf_builders
+  # Two epochs of full batches; one epoch ending in a partial batch.
+  for drop, epochs in ((True, 2), (False, 1)):
+    single = values(run(fixed, batch_size=8, seed=2, num_epochs=epochs,
+                        drop_remainder=drop))
+    for count in (2, 4):
+      parts = [values(run(fixed, batch_size=8, seed=2, num_epochs=epochs,
+                          drop_remainder=drop, process_index=p,
+                          process_count=count)) for p in range(count)]
+      # Process p's batch k is rows [p·b, (p+1)·b) of global batch k; a
+      # process with no rows in the last, partial batch has one batch less.
+      for k, whole in enumerate(single):
+        rows = [part[k] for part in parts if k < len(part)]
+        assert [x for row in rows for x in row] == whole
+
+
+def test_tf_resume_with_several_processes(tf_builders):
+  fixed, _ = tf_builders
+  for p in range(2):
+    straight = values(run(fixed, batch_size=6, seed=4, process_index=p,
+                          process_count=2), 14)
+    it = run(fixed, batch_size=6, seed=4, process_index=p, process_count=2)
+    values(it, 8)
+    resumed = run(fixed, batch_size=6, seed=4, process_index=p,
+                  process_count=2)
+    resumed.set_state(it.get_state())
+    assert values(resumed, 6) == straight[8:]
+
+
+def _torchvision_eval(image, size):
+  """Resize(round(size / 0.875)) then CenterCrop(size), in PIL, in two steps
+  (torchvision's evaluation transform)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  short = round(size / 0.875)
+  h, w = image.shape[:2]
+  new_h, new_w = (short, int(short * w / h)) if h <= w else \
+      (int(short * h / w), short)
+  resized = np.asarray(Image.fromarray(image).resize(
+      (new_w, new_h), Image.Resampling.BILINEAR))
+  top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
+  return resized[top:top + size, left:left + size]
+
+
+def test_tf_variable_sizes_are_decoded_on_the_host(tf_builders):
   _, variable = tf_builders
   (batch,) = list(run(variable, batch_size=2, num_epochs=1, shuffle=False,
-                      image_shape=(8, 8, 3)))
+                      image_size=8))
   assert batch["image"].shape == (2, 8, 8, 3)
-  by_label = dict(zip(batch["label"].tolist(), batch["image"]))
-  # 16x8: shorter side already 8, central 8 rows are rows 4..11.
-  np.testing.assert_array_equal(by_label[0][:, 0, 0], np.arange(4, 12))
-  np.testing.assert_array_equal(by_label[1], 200)
+  rows = np.arange(16, dtype=np.uint8)[:, None, None]
+  want = {0: _torchvision_eval(np.broadcast_to(rows, (16, 8, 3)).copy(), 8),
+          1: np.full((8, 8, 3), 200, np.uint8)}
+  for label, image in zip(batch["label"].tolist(), batch["image"]):
+    np.testing.assert_allclose(image, want[label], atol=1)
+  (cropped,) = list(run(variable, batch_size=2, num_epochs=1, shuffle=False,
+                        image_size=8, crops=[data.augment.ViewSpec(size=4)]
+                        * 3))
+  assert set(cropped) == {"crops", "label", "index"}
+  assert [c.shape for c in cropped["crops"]] == [(2, 4, 4, 3)] * 3
 
 
 def test_tf_epoch_without_a_full_batch_is_an_error(tf_builders):

@@ -14,6 +14,9 @@ fewer than K examples). The batch is laid out class by class,
     [c_1 × K, c_2 × K, ..., c_P × K],
 
 which `ssljax.methods.metric` reshapes to [P, K, ...] for its pair losses.
+Images decoded on the host are cropped with generators keyed by (seed, k,
+row of the example in the global batch, view), so an example drawn twice in
+a batch gets different crops.
 Process i of P_n takes rows [i·b, (i+1)·b) of the global batch (b = P·K /
 P_n), so the concatenation of the processes' batches is the global batch
 (`to_global_array`), and the iterator state, the next batch index, means
@@ -22,10 +25,12 @@ the same position on every process.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from concurrent import futures
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ssljax.data import _examples
 from ssljax.data import _pipeline
 
 
@@ -83,15 +88,18 @@ class BalancedBatches:
   """Endless iterator of this process's slices of P×K global batches.
 
   Yields `{"image": uint8 [b, H, W, C], "label": int32 [b], "index": int32
-  [b]}` (`index`: rows of `source`) read from a
-  random-access `source`, b = P·K / process_count. `get_state()` is
-  `{"next_index": k}` (JSON-able) and `set_state` restores it exactly:
-  batches depend only on (seed, k). Build it with `balanced`.
+  [b]}` (`index`: rows of `source`) read from a random-access `source`, b =
+  P·K / process_count; with a host decoder, the images are decoded as in
+  `pipeline` ("crops" or "image"). `get_state()` is `{"next_index": k}`
+  (JSON-able) and `set_state` restores it exactly: batches depend only on
+  (seed, k). Build it with `balanced`.
   """
 
   def __init__(self, source: Sequence[dict], labels: np.ndarray, *,
                classes_per_batch: int, samples_per_class: int, seed: int,
-               process_index: int, process_count: int):
+               process_index: int, process_count: int,
+               decoder: _examples.HostDecoder | None = None,
+               num_threads: int = 4):
     self._source = source
     self._labels = labels
     self._sizes = dict(classes_per_batch=classes_per_batch,
@@ -99,18 +107,31 @@ class BalancedBatches:
     self._seed = seed
     local = classes_per_batch * samples_per_class // process_count
     self._rows = slice(process_index * local, (process_index + 1) * local)
+    self._decoder = decoder
+    self._pool = None if decoder is None else \
+        futures.ThreadPoolExecutor(num_threads)
     self._next = 0
 
   def __iter__(self) -> "BalancedBatches":
     return self
 
-  def __next__(self) -> dict[str, np.ndarray]:
+  def __next__(self) -> dict[str, Any]:
     indices = balanced_indices(self._labels, seed=self._seed,
-                               index=self._next, **self._sizes)[self._rows]
+                               index=self._next, **self._sizes)
+    rows = range(len(indices))[self._rows]
+    batch = self._next
     self._next += 1
-    examples = [_pipeline.example(int(i), self._source[int(i)])
-                for i in indices]
-    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+    if self._decoder is None:
+      examples = [_examples.fixed_example(int(indices[r]),
+                                          self._source[int(indices[r])])
+                  for r in rows]
+    else:
+      examples = list(self._pool.map(
+          lambda r: _examples.decoded_example(
+              self._decoder, int(indices[r]), self._source[int(indices[r])],
+              draw=(batch, r), source=self._source, labels=self._labels),
+          rows))
+    return _examples.stack(examples)
 
   def get_state(self) -> dict[str, Any]:
     return {"next_index": self._next}
@@ -123,12 +144,17 @@ def balanced(source: Sequence[dict], *, classes_per_batch: int,
              samples_per_class: int, seed: int = 0,
              labels: Sequence[int] | None = None,
              process_index: int | None = None,
-             process_count: int | None = None) -> BalancedBatches:
+             process_count: int | None = None,
+             image_size: int | None = None,
+             crops: Sequence[Any] | None = None, dct_scaling: bool = True,
+             num_threads: int = 4,
+             describe: Callable[[int], str] | None = None):
   """P×K class-balanced batches of a random-access source (see module doc).
 
   Args:
-    source: sequence of `{"image": uint8 [H, W, C], "label": int}` records
-      (a tfds data source, a list...).
+    source: sequence of `{"image": ..., "label": int}` records (a tfds data
+      source, a list...): uint8 [H, W, C] images, or encoded ones with
+      `image_size`.
     classes_per_batch: P.
     samples_per_class: K; the global batch is P·K, which must divide among
       the processes.
@@ -137,9 +163,13 @@ def balanced(source: Sequence[dict], *, classes_per_batch: int,
       pass over the records).
     process_index, process_count: this process and the process count
       (default: JAX's).
+    image_size, crops, dct_scaling, describe: decode encoded images on the
+      host, in `num_threads` threads, as `ssljax.data.pipeline` does.
 
   Returns:
-    A `BalancedBatches` iterator, usable as `ssljax.train.train`'s `data`.
+    A `BalancedBatches` iterator (wrapped in a `HostDecodedBatches` that
+    counts unreadable images when they are decoded), usable as
+    `ssljax.train.train`'s `data`.
 
   Example:
     >>> import numpy as np
@@ -162,6 +192,13 @@ def balanced(source: Sequence[dict], *, classes_per_batch: int,
                      f"`source` ({len(source)}), got {labels.shape[0]}.")
   index, count, _ = _pipeline.process_slice(
       classes_per_batch * samples_per_class, process_index, process_count, fn)
-  return BalancedBatches(source, labels, classes_per_batch=classes_per_batch,
-                         samples_per_class=samples_per_class, seed=seed,
-                         process_index=index, process_count=count)
+  decoder = None if image_size is None else _pipeline.host_decoder(
+      image_size, crops, seed, dct_scaling, fn)
+  batches = BalancedBatches(
+      source, labels, classes_per_batch=classes_per_batch,
+      samples_per_class=samples_per_class, seed=seed, process_index=index,
+      process_count=count, decoder=decoder, num_threads=num_threads)
+  if decoder is None:
+    return batches
+  return _pipeline.HostDecodedBatches(batches,
+                                      describe or (lambda i: f"record {i}"))

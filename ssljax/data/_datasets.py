@@ -1,15 +1,27 @@
-"""The dataset registry: `DATASETS`, `info(name)`, `load(name, split, ...)`."""
+"""The dataset registry: `DATASETS`, `info(name)`, `load(name, split, ...)`.
+
+Fixed-size datasets (mnist5k, CIFAR, STL-10) yield their uint8 images as
+they are; their views are cropped on the device. Variable-size ones
+(imagenette, imagenet2012, "imagefolder") are decoded on the host at full
+resolution and cropped there (`pipeline`'s `image_size` and `crops`).
+imagenette and imagenet2012 prepared as ArrayRecord (`tfds build ...
+--file_format=array_record`) are read through `tfds.data_source` + grain
+without TensorFlow; prepared as TFRecord (tfds's default), through tf.data.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from absl import logging
+import tensorflow_datasets as tfds
 
 from ssljax.data import _balanced
+from ssljax.data import _examples
+from ssljax.data import _folder
 from ssljax.data import _mnist5k
 from ssljax.data import _pipeline
 from ssljax.data import _tf
@@ -27,8 +39,13 @@ class DatasetInfo(NamedTuple):
     num_test: size of the "test" split.
     mean: per-channel mean on the [0, 1] scale, for `augment.views`.
     std: per-channel standard deviation on the [0, 1] scale.
-    tfds_name: the tfds builder (and config) behind it.
+    tfds_name: the tfds builder (and config) behind it ("" for a folder).
     test_split: the tfds split that `split="test"` reads.
+    variable_size: True when images are decoded on the host at full
+      resolution and cropped there (imagenette, imagenet2012, image
+      folders); `image_shape` is then (S, S, 3), S the view side.
+    labelled: whether the labels mean classes (False for a folder of plain
+      images, whose labels are -1 and which has no evaluation).
   """
   name: str
   image_shape: tuple[int, int, int]
@@ -39,8 +56,11 @@ class DatasetInfo(NamedTuple):
   std: tuple[float, ...]
   tfds_name: str
   test_split: str = "test"
+  variable_size: bool = False
+  labelled: bool = True
 
 
+DEFAULT_IMAGE_SIZE = 224  # view side of variable-size datasets
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 # stl10 and imagenette are ImageNet photographs (or close to): ImageNet's
@@ -60,27 +80,78 @@ _INFOS = (
     # "train+unlabelled".
     DatasetInfo("stl10", (96, 96, 3), 10, 5000, 8000, *_IMAGENET_STATS,
                 tfds_name="stl10"),
-    DatasetInfo("imagenette", (224, 224, 3), 10, 9469, 3925,
-                *_IMAGENET_STATS, tfds_name="imagenette/320px-v2",
-                test_split="validation"),
-    DatasetInfo("imagenet2012", (224, 224, 3), 1000, 1_281_167, 50_000,
-                *_IMAGENET_STATS, tfds_name="imagenet2012",
-                test_split="validation"),
+    DatasetInfo("imagenette", (DEFAULT_IMAGE_SIZE,) * 2 + (3,), 10, 9469,
+                3925, *_IMAGENET_STATS, tfds_name="imagenette/320px-v2",
+                test_split="validation", variable_size=True),
+    DatasetInfo("imagenet2012", (DEFAULT_IMAGE_SIZE,) * 2 + (3,), 1000,
+                1_281_167, 50_000, *_IMAGENET_STATS, tfds_name="imagenet2012",
+                test_split="validation", variable_size=True),
 )
 _REGISTRY = {i.name: i for i in _INFOS}
-DATASETS = tuple(_REGISTRY)
+FOLDER = "imagefolder"
+DATASETS = (*_REGISTRY, FOLDER)
 
 
-def info(name: str) -> DatasetInfo:
-  """The `DatasetInfo` of a registered dataset.
+def info(name: str, *, path: str | None = None,
+         image_size: int | None = None) -> DatasetInfo:
+  """The `DatasetInfo` of a registered dataset or of an image folder.
+
+  Args:
+    name: a name of `DATASETS`; "imagefolder" reads `path`.
+    path: the folder of "imagefolder" (`train/`, optionally `val/`; see
+      `load`), scanned here: class names sorted -> labels; plain images are
+      unlabelled (`labelled` False, `num_classes` 0); `num_test` is 0
+      without `val/`.
+    image_size: the view side S of variable-size datasets (default 224);
+      fixed-size datasets ignore it.
+
+  Returns:
+    The `DatasetInfo`.
+
+  Raises:
+    ValueError: for an unknown name, a `path` with another dataset than
+      "imagefolder" (or none with it), or a folder without images.
+    FileNotFoundError: if `path/train` does not exist.
 
   >>> info("mnist5k").image_shape, info("mnist5k").num_train
   ((28, 28, 1), 4000)
+  >>> info("imagenet2012", image_size=160).image_shape
+  (160, 160, 3)
   """
+  fn = "info"
+  _check_path(name, path, fn)
+  if name == FOLDER:
+    side = _side(image_size, fn)
+    train = _folder.scan(path, "train")
+    has_val = os.path.isdir(_folder.split_folder(path, "val"))
+    num_test = len(_folder.scan(path, "val").paths) if has_val else 0
+    return DatasetInfo(
+        FOLDER, (side, side, 3), len(train.classes), len(train.paths),
+        num_test, *_IMAGENET_STATS, tfds_name="", test_split="val",
+        variable_size=True, labelled=bool(train.classes))
   if name not in _REGISTRY:
-    raise ValueError(f"info: unknown dataset {name!r}; available: "
+    raise ValueError(f"{fn}: unknown dataset {name!r}; available: "
                      f"{', '.join(DATASETS)}.")
-  return _REGISTRY[name]
+  meta = _REGISTRY[name]
+  if meta.variable_size:
+    side = _side(image_size, fn)
+    meta = meta._replace(image_shape=(side, side, 3))
+  return meta
+
+
+def _side(image_size: int | None, fn: str) -> int:
+  if image_size is None:
+    return DEFAULT_IMAGE_SIZE
+  return _examples.check_size(image_size, "image_size", fn)
+
+
+def _check_path(name: str, path: str | None, fn: str) -> None:
+  if name == FOLDER and not path:
+    raise ValueError(f"{fn}: {FOLDER!r} needs `path`, the folder holding "
+                     "train/ (and optionally val/).")
+  if name != FOLDER and path is not None:
+    raise ValueError(f"{fn}: `path` is for {FOLDER!r} only, got it with "
+                     f"{name!r}.")
 
 
 def default_data_dir() -> str:
@@ -112,27 +183,51 @@ def load(name: str, split: str, *, batch_size: int, seed: int = 0,
          shuffle: bool = True, num_epochs: int | None = None,
          drop_remainder: bool = True, data_dir: str | None = None,
          process_index: int | None = None, process_count: int | None = None,
-         classes_per_batch: int | None = None):
-  """An iterator of this process's batches of a registered dataset.
+         classes_per_batch: int | None = None, path: str | None = None,
+         image_size: int | None = None, crops: Sequence[Any] | None = None,
+         num_workers: int = 0, num_threads: int | None = None,
+         dct_scaling: bool = True):
+  """An iterator of this process's batches of a dataset.
 
-  Yields `{"image": uint8 [b, H, W, C], "label": int32 [b], "index": int32
-  [b]}` (`index`: the examples' rows in the split) with
-  b = batch_size // process_count (this process's slice of the global batch;
-  `to_global_array` assembles the global one). It has `get_state()` (a
-  JSON-able dict) and `set_state(state)`; restoring the state gives the same
-  batches as an uninterrupted run. `num_epochs=None` repeats forever;
-  `shuffle` reshuffles every epoch from `seed`.
+  Fixed-size datasets yield `{"image": uint8 [b, H, W, C], "label": int32
+  [b], "index": int32 [b]}` (`index`: the examples' rows in the split) with
+  b = batch_size // process_count (this process's rows of the global batch;
+  `to_global_array` assembles it, the same array for any process count).
+  Variable-size datasets (`info(name).variable_size`: imagenette,
+  imagenet2012, "imagefolder") are decoded on the host: with `crops`, a
+  sequence of `augment.ViewSpec` (only `size`, `scale` and `ratio` are
+  read), `{"crops": (uint8 [b, s_v, s_v, 3], ...), "label", "index"}`, each
+  view's random-resized crop drawn from the full-resolution image
+  (torchvision's sampler) and resized with anti-aliasing; without, `{"image":
+  uint8 [b, S, S, 3], ...}`, the shorter side resized to round(S / 0.875)
+  and the centre crop (S = `image_size`, default 224). Fixed-size datasets
+  ignore `image_size` and `crops`. Crops depend on (seed, epoch, index, view)
+  only.
 
-  "mnist5k" is built in `data_dir` on first use and read with
-  `tfds.data_source` + grain (see `pipeline`). The other datasets are read
-  with tf.data and need TensorFlow (`pip install 'ssljax[tf]'`); `split` is a
-  tfds split string, "test" meaning `info(name).test_split`. `data_dir`
-  defaults to `default_data_dir()`.
+  The iterator has `get_state()` (a JSON-able dict) and `set_state(state)`;
+  restoring the state gives the same batches as an uninterrupted run.
+  `num_epochs=None` repeats forever; `shuffle` reshuffles every epoch from
+  `seed`.
+
+  Sources: "mnist5k" is built in `data_dir` on first use and read with
+  `tfds.data_source` + grain (see `pipeline`). "imagefolder" reads
+  `path/train` (split "train") or `path/val` (split "val" or "test"): class
+  subfolders (labels from the sorted folder names) or plain images (labels
+  -1); an unreadable file is replaced by the next readable one, counted and
+  logged (the iterator's `unreadable`). Grain decodes in `num_threads`
+  threads (default: one per core, up to 16, for host decoding), or in
+  `num_workers` worker processes if positive. imagenette and imagenet2012
+  prepared as ArrayRecord are read with grain; prepared as TFRecord,
+  and the other tfds datasets, with tf.data, which needs TensorFlow (`pip
+  install 'ssljax[tf]'`). `split` is a tfds split string for those, "test"
+  meaning `info(name).test_split`. `data_dir` defaults to
+  `default_data_dir()`. `dct_scaling` lets JPEGs decode at 1/2, 1/4 or 1/8
+  when every crop shrinks that much.
 
   With `classes_per_batch` = P, the batches are class-balanced instead, P
   classes × batch_size / P images each, endless (`ssljax.data.balanced`,
-  seeded by `seed`); they need random access to the records, which
-  "mnist5k" has.
+  seeded by `seed`); they need random access to the records ("mnist5k", a
+  labelled "imagefolder", ArrayRecord datasets).
 
   >>> import tempfile
   >>> it = load("mnist5k", "test", batch_size=8, data_dir=tempfile.mkdtemp())
@@ -140,19 +235,73 @@ def load(name: str, split: str, *, batch_size: int, seed: int = 0,
   >>> print(batch["image"].shape, batch["image"].dtype, batch["label"].dtype)
   (8, 28, 28, 1) uint8 int32
   """
-  meta = info(name)
+  fn = "load"
+  _check_path(name, path, fn)
+  meta = info(name, path=None) if name != FOLDER else None
   data_dir = data_dir or default_data_dir()
   options = dict(batch_size=batch_size, seed=seed, shuffle=shuffle,
                  num_epochs=num_epochs, drop_remainder=drop_remainder,
                  process_index=process_index, process_count=process_count)
+  host = {}
+  if name == FOLDER or meta.variable_size:
+    host = dict(image_size=_side(image_size, fn), crops=crops,
+                dct_scaling=dct_scaling)
+  if num_threads is None and host:
+    # Pillow releases the GIL while it decodes and resizes, so threads
+    # scale with the cores (docs/data.md).
+    num_threads = min(16, os.cpu_count() or 1)
+  threads = {} if num_threads is None else dict(num_threads=num_threads)
+  source, labels, describe = _random_access(name, meta, split, data_dir,
+                                            path)
   if classes_per_batch is not None:
-    return _balanced_batches(name, split, data_dir, classes_per_batch,
-                             **options)
-  if name == "mnist5k":
-    return _pipeline.pipeline(_mnist5k_source(data_dir, split), **options)
+    if source is None:
+      raise ValueError(
+          f"{fn}: `classes_per_batch` needs random access to the records, "
+          f"which {name!r} prepared as TFRecord lacks; use 'mnist5k', an "
+          "'imagefolder', a dataset prepared as ArrayRecord, or pass "
+          "`ssljax.data.balanced(source, ...)` as `train`'s `data`.")
+    return _balanced_batches(source, labels, classes_per_batch,
+                             describe=describe, **options, **host, **threads)
+  if source is not None:
+    return _pipeline.pipeline(source, num_workers=num_workers,
+                              describe=describe, labels=labels, **options,
+                              **host, **threads)
   return _tf.load(name, meta.tfds_name,
                   meta.test_split if split == "test" else split,
-                  data_dir=data_dir, image_shape=meta.image_shape, **options)
+                  data_dir=data_dir, **options, **host, **threads)
+
+
+def _random_access(name: str, meta: DatasetInfo | None, split: str,
+                   data_dir: str, path: str | None):
+  """(source, labels or None, describe) of a dataset with random access, or
+  (None, None, None) for one read with tf.data."""
+  if name == FOLDER:
+    folder = _folder.scan(path, split)
+    return _folder.FolderSource(folder), folder.labels, \
+        lambda i: folder.paths[i]
+  if name == "mnist5k":
+    return _mnist5k_source(data_dir, split), None, None
+  if not meta.variable_size:
+    return None, None, None
+  builder = tfds.builder(meta.tfds_name, data_dir=data_dir)
+  tfds_split = meta.test_split if split == "test" else split
+  source = array_record_source(builder, tfds_split)
+  describe = lambda i: f"{meta.tfds_name} {tfds_split} record {i}"
+  return (None, None, None) if source is None else (source, None, describe)
+
+
+def array_record_source(builder, split: str
+                        ) -> _pipeline.CheckedSource | None:
+  """The records of `builder`'s `split` with undecoded image bytes, if it is
+  prepared in a random-access format (ArrayRecord); None otherwise."""
+  if not builder.is_prepared():
+    return None
+  try:
+    source = builder.as_data_source(
+        split=split, decoders={"image": tfds.decode.SkipDecoding()})
+  except NotImplementedError:  # prepared as TFRecord
+    return None
+  return _pipeline.CheckedSource(source)
 
 
 def _mnist5k_source(data_dir: str, split: str) -> _pipeline.CheckedSource:
@@ -160,18 +309,11 @@ def _mnist5k_source(data_dir: str, split: str) -> _pipeline.CheckedSource:
   return _pipeline.CheckedSource(builder.as_data_source(split=split))
 
 
-def _balanced_batches(name: str, split: str, data_dir: str,
-                      classes_per_batch: int, *, batch_size: int, seed: int,
-                      num_epochs: int | None, process_index: int | None,
-                      process_count: int | None, **unused
-                      ) -> _balanced.BalancedBatches:
-  del unused  # shuffle and drop_remainder: every balanced batch is drawn.
+def _balanced_batches(source, labels, classes_per_batch: int, *,
+                      batch_size: int, num_epochs: int | None, **options):
   fn = "load"
-  if name != "mnist5k":
-    raise ValueError(f"{fn}: `classes_per_batch` needs random access to the "
-                     f"records, which only 'mnist5k' has; for {name!r} pass "
-                     f"`ssljax.data.balanced(source, ...)` over a random-"
-                     f"access source as `train`'s `data`.")
+  for unused in ("shuffle", "drop_remainder"):
+    options.pop(unused)  # every balanced batch is drawn, endlessly
   if num_epochs is not None:
     raise ValueError(f"{fn}: class-balanced batches are endless; "
                      f"`num_epochs` must be None, got {num_epochs!r}.")
@@ -182,6 +324,6 @@ def _balanced_batches(name: str, split: str, data_dir: str,
                      f"of `batch_size` = {batch_size}, got "
                      f"{classes_per_batch!r}.")
   return _balanced.balanced(
-      _mnist5k_source(data_dir, split), classes_per_batch=classes_per_batch,
-      samples_per_class=batch_size // classes_per_batch, seed=seed,
-      process_index=process_index, process_count=process_count)
+      source, classes_per_batch=classes_per_batch,
+      samples_per_class=batch_size // classes_per_batch, labels=labels,
+      **options)

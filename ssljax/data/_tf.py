@@ -1,17 +1,21 @@
-"""tf.data path for the standard tfds image datasets (the optional `tf` extra).
+"""tf.data path for the tfds datasets prepared as TFRecord (the `tf` extra).
 
-TensorFlow is imported only when such a dataset is loaded. Each process reads
-its own even share of the split (`tfds.split_for_jax_process`). Epoch e is a
-fresh pipeline whose file order and shuffle buffer are seeded from
-(seed, e); a batch never spans two epochs. The iterator state is
-`{"epoch", "batch"}`: restoring rebuilds epoch e and skips the batches already
-seen as raw, undecoded records, so resuming costs re-reading part of one epoch
+TensorFlow is imported only when such a dataset is loaded. Epoch e is a fresh
+pipeline whose file order and shuffle buffer are seeded from (seed, e); a
+batch never spans two epochs. Every process reads the same stream of raw,
+undecoded records, cuts it into global batches and keeps its contiguous rows
+[p·B/P, (p+1)·B/P) of each, which only it decodes: the global batch is the
+same for any process count, at the price of every process reading every
+record (for many hosts, prepare the dataset as ArrayRecord and read it with
+grain, which reads only each process's rows). The iterator state is
+`{"epoch", "batch"}`: restoring rebuilds epoch e and skips the batches
+already seen as raw records, so resuming costs re-reading part of one epoch
 but no decoding, and gives the same order as an uninterrupted run.
 
-Images of variable size (imagenette, imagenet2012) are decoded on the host,
-their shorter side resized to the dataset's side (224) with anti-aliasing and
-centre-cropped, because the random crops are taken on device from
-fixed-size batches.
+Fixed-size images (CIFAR, STL-10) are decoded by tf.data. Images of variable
+size (imagenette, imagenet2012) are decoded on the host by
+`_examples.HostDecoder` in a thread pool, with crops drawn from the
+full-resolution picture, as in the grain path.
 
 Batches carry each example's `index`, its row in the prepared split (the
 order of tfds's shard files), from the record ids tfds adds on request.
@@ -19,13 +23,15 @@ order of tfds's shard files), from the record ids tfds adds on request.
 
 from __future__ import annotations
 
+from concurrent import futures
 import functools
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ssljax.data import _examples
 from ssljax.data import _pipeline
 
 SHUFFLE_BUFFER = 10_000  # raw (encoded) records, so ~1 GB at ImageNet sizes
@@ -70,19 +76,10 @@ def _epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _square(tf, image, side: int):
-  """Shorter side resized to `side` (anti-aliased), then the central square."""
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
-  scale = side / tf.reduce_min(shape)
-  size = tf.cast(tf.math.ceil(shape * scale), tf.int32)
-  image = tf.image.resize(image, size, method="bilinear", antialias=True)
-  image = tf.image.resize_with_crop_or_pad(image, side, side)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
-
-def _epoch(tf, builder, split: str, *, epoch: int, skip: int, batch: int,
-           seed: int, shuffle: bool, drop_remainder: bool,
-           image_shape: tuple[int, int, int]) -> Iterator[dict]:
+def _epoch(tf, builder, split: str, *, epoch: int, skip: int,
+           global_batch: int, rows: slice, seed: int, shuffle: bool,
+           drop_remainder: bool, decoder: _examples.HostDecoder | None,
+           pool: futures.Executor) -> Iterator[dict]:
   epoch_seed = _epoch_seed(seed, epoch)
   data = builder.as_dataset(
       split=split, shuffle_files=shuffle,
@@ -90,24 +87,34 @@ def _epoch(tf, builder, split: str, *, epoch: int, skip: int, batch: int,
       decoders={"image": tfds.decode.SkipDecoding()})
   if shuffle:
     data = data.shuffle(SHUFFLE_BUFFER, seed=epoch_seed)
-  feature = builder.info.features["image"]
-  fixed = tuple(feature.shape) == tuple(image_shape)
-
-  def decode(example):
-    image = feature.decode_example(example["image"])
-    if not fixed:
-      image = _square(tf, image, image_shape[0])
-    return {"image": image, "label": tf.cast(example["label"], tf.int32),
-            "tfds_id": example["tfds_id"]}
-
-  data = data.skip(skip * batch).map(decode,
-                                     num_parallel_calls=tf.data.AUTOTUNE)
-  data = data.batch(batch, drop_remainder=drop_remainder)
+  data = data.skip(skip * global_batch).batch(global_batch,
+                                              drop_remainder=drop_remainder)
+  # This process's rows of each global batch, regrouped into its batches.
+  data = data.map(lambda batch: {key: value[rows.start:rows.stop]
+                                 for key, value in batch.items()}).unbatch()
+  if decoder is None:
+    feature = builder.info.features["image"]
+    data = data.map(lambda example: {
+        **example, "image": feature.decode_example(example["image"])},
+                    num_parallel_calls=tf.data.AUTOTUNE)
+  data = data.batch(rows.stop - rows.start).prefetch(tf.data.AUTOTUNE)
   offsets = _shard_offsets(builder)
-  for numpy_batch in tfds.as_numpy(data.prefetch(tf.data.AUTOTUNE)):
-    ids = numpy_batch.pop("tfds_id")
-    numpy_batch["index"] = np.array([_row(offsets, i) for i in ids], np.int32)
-    yield numpy_batch
+  for batch in tfds.as_numpy(data):
+    index = np.array([_row(offsets, i) for i in batch.pop("tfds_id")],
+                     np.int32)
+    label = batch["label"].astype(np.int32)
+    if decoder is None:
+      yield {"image": batch["image"], "label": label, "index": index}
+      continue
+    examples = list(pool.map(
+        lambda i: _examples.decoded_example(
+            decoder, int(index[i]), {"image": batch["image"][i],
+                                     "label": label[i]},
+            draw=(epoch, int(index[i])), source=None),
+        range(len(index))))
+    stacked = _examples.stack(examples)
+    del stacked[_examples.UNREADABLE]  # no random access: errors raise
+    yield stacked
 
 
 def _shard_offsets(builder) -> dict[str, int]:
@@ -128,12 +135,17 @@ def _row(offsets: dict[str, int], tfds_id: bytes) -> int:
 
 
 class EpochIterator:
-  """Iterates `make_epoch(epoch, skip)` epoch after epoch, with a JSON state."""
+  """Iterates `make_epoch(epoch, skip)` epoch after epoch, with a JSON state.
+
+  An epoch that gives this process no batch is an error when epochs are
+  endless or batches must be full (the batch is larger than an epoch).
+  """
 
   def __init__(self, make_epoch: Callable[..., Iterator[dict]],
-               num_epochs: int | None):
+               num_epochs: int | None, drop_remainder: bool):
     self._make_epoch = make_epoch
     self._num_epochs = num_epochs
+    self._drop_remainder = drop_remainder
     self._epoch = 0
     self._batch = 0
     self._current: Iterator[dict] | None = None
@@ -148,10 +160,12 @@ class EpochIterator:
       try:
         batch = next(self._current)
       except StopIteration:
-        if self._batch == 0:
-          raise ValueError("load: an epoch of this process's shard holds no "
-                           "full batch; lower `batch_size` or set "
-                           "`drop_remainder=False`.") from None
+        if self._batch == 0 and (self._drop_remainder
+                                 or self._num_epochs is None):
+          raise ValueError("load: an epoch holds no full global batch (or "
+                           "none of this process's rows); lower "
+                           "`batch_size` or set `drop_remainder=False`."
+                           ) from None
         self._epoch, self._batch, self._current = self._epoch + 1, 0, None
         continue
       self._batch += 1
@@ -166,23 +180,31 @@ class EpochIterator:
     self._current = None
 
 
-def iterate(builder, split: str, *, image_shape: tuple[int, int, int],
-            batch_size: int, seed: int, shuffle: bool,
-            num_epochs: int | None, drop_remainder: bool,
+def iterate(builder, split: str, *, batch_size: int, seed: int,
+            shuffle: bool, num_epochs: int | None, drop_remainder: bool,
             process_index: int | None, process_count: int | None,
-            name: str) -> EpochIterator:
-  """Batches of a prepared tfds `builder`'s split for this process."""
+            name: str, image_size: int | None = None,
+            crops: Sequence[Any] | None = None, dct_scaling: bool = True,
+            num_threads: int = 8) -> EpochIterator:
+  """Batches of a prepared tfds `builder`'s split for this process.
+
+  With `image_size`, the images are decoded on the host in `num_threads`
+  threads (see `ssljax.data.pipeline` for `image_size`, `crops` and
+  `dct_scaling`); without, by tf.data.
+  """
   tf = import_tensorflow(name)
+  fn = "load"
   index, count, batch = _pipeline.process_slice(batch_size, process_index,
-                                                process_count, "load")
-  _pipeline.check_num_epochs(num_epochs, "load")
-  shard = tfds.split_for_jax_process(split, process_index=index,
-                                     process_count=count,
-                                     drop_remainder=drop_remainder)
+                                                process_count, fn)
+  _pipeline.check_num_epochs(num_epochs, fn)
+  decoder = None if image_size is None else _pipeline.host_decoder(
+      image_size, crops, seed, dct_scaling, fn)
   make_epoch = functools.partial(
-      _epoch, tf, builder, shard, batch=batch, seed=seed, shuffle=shuffle,
-      drop_remainder=drop_remainder, image_shape=image_shape)
-  return EpochIterator(make_epoch, num_epochs)
+      _epoch, tf, builder, split, global_batch=batch_size,
+      rows=slice(index * batch, (index + 1) * batch), seed=seed,
+      shuffle=shuffle, drop_remainder=drop_remainder, decoder=decoder,
+      pool=futures.ThreadPoolExecutor(num_threads))
+  return EpochIterator(make_epoch, num_epochs, drop_remainder)
 
 
 def load(name: str, tfds_name: str, split: str, *, data_dir: str,
