@@ -25,8 +25,10 @@ last layer is frozen for the first epoch.
 from configs import common
 
 _SOLO_LEARN = {"method.hidden_dim": 2048, "method.bottleneck_dim": 256,
-               "method.out_dim": 4096, "method.base_momentum": 0.9995,
-               "method.teacher_temp_warmup_steps": common.epochs(50),
+               "method.out_dim": 4096,
+               "method.momentum": common.cosine(0.9995),
+               "method.teacher_temp": 0.07,
+               "method.warmup_teacher_temp_steps": common.epochs(50),
                "method.freeze_last_layer_steps": common.epochs(1),
                "optimizer.learning_rate": 0.3, "optimizer.weight_decay": 1e-6}
 
@@ -38,8 +40,8 @@ RECIPES = {
     # the other methods' (0.5, 1): 0.959 and 0.961 on two seeds ((0.6, 1)
     # 0.948, (0.7, 1) 0.953 and 0.957).
     "mnist5k": {"method.hidden_dim": 256, "method.bottleneck_dim": 64,
-                "method.out_dim": 256, "method.base_momentum": 0.99,
-                "method.teacher_temp": 0.04,
+                "method.out_dim": 256,
+                "method.momentum": common.cosine(0.99),
                 "method.augment.global_scale": (0.8, 1.0),
                 "method.freeze_last_layer_steps": common.epochs(1),
                 **common.MNIST5K_ADAMW, "optimizer.weight_decay": 0.04},
@@ -50,7 +52,8 @@ RECIPES = {
     "imagenet2012": {"batch_size": 512,
                      "method.augment.global_scale": (0.14, 1.0),
                      "method.augment.local_scale": (0.05, 0.14),
-                     "method.teacher_temp_warmup_steps": common.epochs(30),
+                     "method.teacher_temp": 0.07,
+                     "method.warmup_teacher_temp_steps": common.epochs(30),
                      "method.freeze_last_layer_steps": common.epochs(1),
                      "optimizer.name": "sgd", "optimizer.learning_rate": 0.03,
                      "optimizer.weight_decay": 1e-4},
@@ -58,4 +61,5 @@ RECIPES = {
 
 
 def get_config(arg: str = "mnist5k"):
-  return common.get_config("dino", arg, RECIPES)
+  return common.get_config("dino", arg, RECIPES,
+                           {"method.momentum": common.cosine(0.996)})

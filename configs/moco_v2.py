@@ -16,7 +16,8 @@ Published linear top-1 that the presets target:
 from configs import common
 
 _SOLO_LEARN = {"method.proj_hidden_dim": 2048, "method.proj_dim": 256,
-               "method.base_momentum": 0.99, "method.final_momentum": 0.999,
+               "method.momentum": common.cosine(0.99, 0.999),
+               "method.symmetric": True,
                "optimizer.name": "sgd", "optimizer.learning_rate": 0.3,
                "optimizer.weight_decay": 1e-4}
 # solo-learn crops down to 8% of the image, MoCo v2 to 20%.

@@ -599,8 +599,12 @@ class ViewSpec(NamedTuple):
   solarize_prob: float = 0.0
 
 
-def view(key: jax.Array, image: jax.Array, spec: ViewSpec) -> jax.Array:
+def view(key: jax.Array, image: jax.Array, spec: ViewSpec, *,
+         cropped: bool = False) -> jax.Array:
   """One augmented view of a float image in [0, 1] (not normalised).
+
+  With `cropped`, `image` is already the view's crop (cut on the host from
+  a full-resolution picture): the crop is skipped, the rest applies.
 
   >>> import jax, jax.numpy as jnp
   >>> x = jnp.full((32, 32, 3), 0.5)
@@ -608,8 +612,9 @@ def view(key: jax.Array, image: jax.Array, spec: ViewSpec) -> jax.Array:
   (16, 16, 3)
   """
   keys = jax.random.split(key, 6)
-  image = random_resized_crop(keys[0], image, size=spec.size,
-                              scale=spec.scale, ratio=spec.ratio)
+  if not cropped:
+    image = random_resized_crop(keys[0], image, size=spec.size,
+                                scale=spec.scale, ratio=spec.ratio)
   image = flip(keys[1], image, p=spec.flip_prob)
   image = color_jitter(keys[2], image, brightness=spec.brightness,
                        contrast=spec.contrast, saturation=spec.saturation,
@@ -708,11 +713,11 @@ def _check_batch(images, fn: str) -> None:
                      f"[B, H, W, C], got shape {images.shape}.")
 
 
-def views(rng: jax.Array, images: jax.Array,
+def views(rng: jax.Array, images: jax.Array | Sequence[jax.Array],
           preset_or_specs: str | Sequence[ViewSpec] = "simclr", *,
           mean: Sequence[float] | None = None,
-          std: Sequence[float] | None = None,
-          **overrides) -> tuple[jax.Array, ...]:
+          std: Sequence[float] | None = None, precropped: bool = False,
+          standardize: bool = True, **overrides) -> tuple[jax.Array, ...]:
   """Normalised float32 views of a raw uint8 batch [B, H, W, C] (C = 1 or 3).
 
   `preset_or_specs` is a preset name (see `preset`; "simclr"/"byol" give 2
@@ -720,8 +725,15 @@ def views(rng: jax.Array, images: jax.Array,
   "none" the single normalised batch) or a sequence of `ViewSpec`. View v of
   example b uses key `split(fold_in(rng, v), B)[b]`, so the result does not
   depend on how the batch is sharded. `mean`/`std` default to
-  `default_stats(C)`. Meant to run inside the jitted train step (eagerly,
-  every primitive is dispatched on its own).
+  `default_stats(C)`; with `standardize=False` the views stay in [0, 1].
+  Meant to run inside the jitted train step (eagerly, every primitive is
+  dispatched on its own).
+
+  With `precropped`, `images` is a sequence of uint8 batches, one per view
+  and of that view's `size`, already cropped (and resized) on the host from
+  variable-size pictures (`ssljax.data.load(..., crops=specs)`): the views
+  then skip the crop and make the flips and colour operations, with the same
+  keys as above.
 
   >>> import jax, jax.numpy as jnp
   >>> x = jnp.zeros((4, 16, 16, 3), jnp.uint8)
@@ -731,33 +743,59 @@ def views(rng: jax.Array, images: jax.Array,
   (4, 16, 16, 3) float32
   """
   fn = "views"
-  _check_batch(images, fn)
-  channels = images.shape[-1]
+  crops = tuple(images) if precropped else None
+  for batch in crops or (images,):
+    _check_batch(batch, fn)
+  reference = crops[0] if precropped else images
+  channels = reference.shape[-1]
   if (mean is None) != (std is None):
     raise ValueError(f"{fn}: give both `mean` and `std` or neither.")
   if mean is None:
     mean, std = default_stats(channels)
+  scale = ((lambda x: normalize(x, mean=mean, std=std)) if standardize
+           else (lambda x: x))
   if isinstance(preset_or_specs, str):
-    specs = preset(preset_or_specs, image_size=min(images.shape[1:3]),
+    specs = preset(preset_or_specs, image_size=min(reference.shape[1:3]),
                    **overrides)
-    if preset_or_specs == "none":
-      return (normalize(to_float(images), mean=mean, std=std),)
+    if preset_or_specs == "none" and not precropped:
+      return (scale(to_float(images)),)
   else:
     if overrides:
       raise ValueError(f"{fn}: overrides {sorted(overrides)} apply to preset "
                        "names only; set them in the `ViewSpec`s.")
     specs = tuple(preset_or_specs)
-  images = to_float(images)
+  if precropped:
+    _check_crops(crops, specs, fn)
   out = [None] * len(specs)
   for indices, spec, probs in _group(specs):
     keys = jnp.stack([jax.random.split(jax.random.fold_in(rng, index),
-                                       images.shape[0]) for index in indices])
-    per_example = jax.vmap(_view_with_probs, in_axes=(0, 0, None, None))
-    made = jax.vmap(per_example, in_axes=(0, None, 0, None))(
-        keys, images, probs, spec)
+                                       reference.shape[0])
+                      for index in indices])
+    per_example = jax.vmap(functools.partial(_view_with_probs,
+                                             cropped=precropped),
+                           in_axes=(0, 0, None, None))
+    if precropped:
+      group_images = to_float(jnp.stack([crops[i] for i in indices]))
+      made = jax.vmap(per_example, in_axes=(0, 0, 0, None))(
+          keys, group_images, probs, spec)
+    else:
+      made = jax.vmap(per_example, in_axes=(0, None, 0, None))(
+          keys, to_float(images), probs, spec)
     for index, one in zip(indices, made):
-      out[index] = normalize(one, mean=mean, std=std)
+      out[index] = scale(one)
   return tuple(out)
+
+
+def _check_crops(crops: Sequence[jax.Array], specs: Sequence[ViewSpec],
+                 fn: str) -> None:
+  """One host crop per view, of the view's size and the same batch size."""
+  expected = [(s.size, s.size) for s in specs]
+  got = [tuple(c.shape[1:3]) for c in crops]
+  if got != expected or len({c.shape[0] for c in crops}) != 1:
+    raise ValueError(
+        f"{fn}: `images` must hold one uint8 crop batch per view, of sides "
+        f"{[e[0] for e in expected]} and one batch size, got shapes "
+        f"{[tuple(c.shape) for c in crops]}.")
 
 
 _PROBS = ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob",
@@ -789,5 +827,5 @@ def _group(specs: Sequence[ViewSpec]):
 
 
 def _view_with_probs(key: jax.Array, image: jax.Array, probs: dict,
-                     spec: ViewSpec) -> jax.Array:
-  return view(key, image, spec._replace(**probs))
+                     spec: ViewSpec, *, cropped: bool) -> jax.Array:
+  return view(key, image, spec._replace(**probs), cropped=cropped)

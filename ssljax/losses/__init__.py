@@ -12,8 +12,8 @@ on the global batch. `nt_xent`, `clip`, `supcon` and `info_nce` also take
 
 from ssljax.losses.clustering import (pcl_concentration, proto_nce, swav,
                                       swapped_prediction)
-from ssljax.losses.contrastive import (bilinear_info_nce, clip, info_nce, moco,
-                                       nnclr, nt_xent, supcon)
+from ssljax.losses.contrastive import (bilinear_info_nce, clip, dcl, info_nce,
+                                       moco, nnclr, nt_xent, supcon)
 from ssljax.losses.metric import (arcface, batch_triplet, center_loss,
                                   center_loss_update, contrastive_pair,
                                   cosface, lifted_structured, n_pair,
@@ -22,7 +22,7 @@ from ssljax.losses.non_contrastive import (barlow_twins, byol, dino, simsiam,
                                            vicreg)
 
 __all__ = (
-    "nt_xent", "info_nce", "moco", "nnclr", "supcon", "clip",
+    "nt_xent", "dcl", "info_nce", "moco", "nnclr", "supcon", "clip",
     "bilinear_info_nce", "contrastive_pair", "triplet", "batch_triplet",
     "n_pair", "lifted_structured", "soft_nearest_neighbour", "byol", "simsiam",
     "barlow_twins", "vicreg", "dino", "swav", "proto_nce", "center_loss",

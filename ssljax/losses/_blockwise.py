@@ -78,12 +78,18 @@ def _match_varying(*xs):
 def _block_logits(q, k_block, start, n_keys, exclude):
   """One [N, size] block of q @ k.T and the mask of entries that count.
 
-  Padding keys (index >= n_keys) and each row's excluded key do not count.
+  Padding keys (index >= n_keys) and each row's excluded keys ([N, E]) do
+  not count.
   """
   logits = q @ k_block.T
   col = start + jnp.arange(k_block.shape[0])
-  valid = (col < n_keys)[None, :] & (col[None, :] != exclude[:, None])
+  valid = (col < n_keys)[None, :] & _kept(col, exclude)
   return logits, valid
+
+
+def _kept(col: jax.Array, exclude: jax.Array) -> jax.Array:
+  """[N, M]: column `col[m]` is none of row n's excluded indices [N, E]."""
+  return jnp.all(col[None, :, None] != exclude[:, None, :], axis=-1)
 
 
 def _finite_shift(row_max):
@@ -155,9 +161,11 @@ _lse.defvjp(_lse_fwd, _lse_bwd)
 
 
 def _exclude_array(exclude, n_rows):
+  """[N, E] excluded key indices of each row ([N] is one per row)."""
   if exclude is None:
-    return jnp.full((n_rows,), -1, jnp.int32)
-  return jnp.asarray(exclude, jnp.int32)
+    return jnp.full((n_rows, 1), -1, jnp.int32)
+  exclude = jnp.asarray(exclude, jnp.int32)
+  return exclude[:, None] if exclude.ndim == 1 else exclude
 
 
 def blockwise_logsumexp(q: jax.Array, k: jax.Array,
@@ -179,7 +187,8 @@ def blockwise_logsumexp(q: jax.Array, k: jax.Array,
     q: [N, D] queries (anchors), in their compute dtype.
     k: [M, D] keys.
     exclude: optional [N] integer key index to leave out of row i (the anchor
-      itself in self-similarity); an index outside [0, M) leaves out nothing.
+      itself in self-similarity), or [N, E] indices (DCL leaves out the
+      anchor and its positive); an index outside [0, M) leaves out nothing.
     scale: multiplies every logit (1 / temperature); may be traced.
     block_size: keys per scan step; the last block is zero-padded and masked.
 
@@ -211,8 +220,8 @@ def dense_logsumexp(q: jax.Array, k: jax.Array,
   q, k = _common.to_compute(q, k)
   logits = scale * (q @ k.T)
   if exclude is not None:
-    col = jnp.arange(k.shape[0])
-    logits = jnp.where(col[None, :] != exclude[:, None], logits, -jnp.inf)
+    kept = _kept(jnp.arange(k.shape[0]), _exclude_array(exclude, q.shape[0]))
+    logits = jnp.where(kept, logits, -jnp.inf)
   return jax.nn.logsumexp(logits, axis=1)
 
 

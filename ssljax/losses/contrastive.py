@@ -126,6 +126,69 @@ def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature=0.5,
   return jnp.mean(losses)
 
 
+def dcl(z1: jax.Array, z2: jax.Array, *, temperature=0.1,
+        weighted: bool = False, sigma=0.5, axis_name: Optional[str] = None,
+        implementation: str = "auto",
+        block_size: int = DEFAULT_BLOCK_SIZE) -> jax.Array:
+  """Decoupled contrastive loss (DCL), and its weighted form (DCLW).
+
+  NT-Xent with the positive removed from the denominator. With z =
+  l2_normalize(concat(z1, z2)) of 2N rows, s_ij = z_i . z_j and p(i) =
+  (i + N) mod 2N the other view of row i,
+
+      l_i = -w_i s_ip(i) / T + log sum_{j not in {i, p(i)}} exp(s_ij / T),
+      loss = mean_i l_i,
+
+  with w_i = 1 (DCL), or with `weighted` the negative von Mises-Fisher
+  weight of DCLW, w = 2 - N softmax_n(z1_n . z2_n / sigma), the same for
+  both views of an image and without gradient. Under `axis_name` the
+  softmax runs over the global batch.
+
+  Reference: Yeh et al., "Decoupled Contrastive Learning", ECCV 2022, eq. 6
+  (one logsumexp over the 2N - 2 negatives of both views, as the paper
+  writes it).
+
+  Args:
+    z1, z2: [N, D] projections of the two views, rows paired.
+    temperature: T > 0.
+    weighted: DCLW's weighting of the positive term.
+    sigma: sigma > 0 of the weighting.
+    axis_name, implementation, block_size: as `nt_xent`.
+
+  Returns:
+    Scalar mean loss in the compute dtype.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> z = jnp.array([[1., 0.], [0., 1.]])
+    >>> print(round(float(dcl(z, z, temperature=0.5)), 4))  # log(2) - 2
+    -1.3069
+  """
+  fn = "dcl"
+  _check_pair(fn, "z1", z1, "z2", z2)
+  _check_hyper(fn, temperature, implementation, block_size)
+  _common.check_positive(sigma, "sigma", fn)
+  z1, z2 = _common.to_compute(z1, z2)
+  z1, z2 = _common.l2_normalize(z1), _common.l2_normalize(z2)
+  keys1 = _common.all_gather(z1, axis_name)
+  keys2 = _common.all_gather(z2, axis_name)
+  n = keys1.shape[0]
+  rows = _global_rows(z1.shape[0], axis_name)
+  anchors = jnp.concatenate([z1, z2])
+  positive = _row_dot(anchors, jnp.concatenate([z2, z1]))
+  if weighted:
+    similarity = jax.lax.stop_gradient(_row_dot(keys1, keys2)) / sigma
+    weights = 2.0 - n * jax.nn.softmax(similarity)[rows]
+    positive = positive * jnp.concatenate([weights, weights])
+  exclude = jnp.stack([jnp.concatenate([rows, rows + n]),
+                       jnp.concatenate([rows + n, rows])], axis=1)
+  losses = _batch_softmax_xent(
+      anchors, jnp.concatenate([keys1, keys2]), positive / temperature,
+      exclude, scale=1.0 / temperature, implementation=implementation,
+      block_size=block_size)
+  return jnp.mean(losses)
+
+
 def _info_nce_losses(query, positive, negatives, *, temperature,
                      implementation, block_size) -> jax.Array:
   """[B] InfoNCE terms; inputs already checked and in the compute dtype."""

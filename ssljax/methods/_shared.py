@@ -1,45 +1,38 @@
-"""Plumbing every method shares, written once.
+"""Plumbing every method factory shares, written once.
 
-* networks from the config: `backbone`, `projector` and their compositions,
-  computing in `config.compute_dtype` with float32 parameters
-  (`dtype_kwargs`);
-* views: `make_views(config, rng, images)` with the augmentation recipe of
-  `config.method.augment` and the dataset's `config.dataset.mean/std`;
-* forward passes: `forward` runs views of equal size through a network in
-  one call (as the official multi-crop wrappers of SwAV and DINO do), so
-  BatchNorm statistics are over all views of one size; `target_forward` runs
-  the momentum network without gradient;
-* `swapped_pairs_sum(fn, a, b) = fn(a[0], b[1]) + fn(a[1], b[0])`, the
-  symmetrised two-view loss;
-* one `MethodState` for every method (EMA target, queue, DINO center, each
-  None when unused) and one `post_update` that advances whichever parts are
-  present: θt ← m(t)·θt + (1 − m(t))·θ with BYOL's cosine schedule from
-  `config.method.base_momentum` to `final_momentum`, FIFO push of the keys,
-  center update;
-* `init`, `encode` (backbone features in eval mode) and `freeze` (no
-  gradient to a subtree while a step-dependent condition holds).
-
-Config fields read here: `config.method.{backbone, backbone_kwargs,
-augment}`, `config.total_steps`, and optionally `config.compute_dtype`
-(default "float32") and `config.dataset.{mean, std}` (default: the
-augmentation module's statistics for the channel count).
+* `setup(backbone, backbone_kwargs, augment, dtype)`: the backbone `Model`
+  (a registered name or the user's own `Model`), the `Views` of an
+  `augment` recipe and the compute dtype, bound once by a factory;
+* views: `Views.make(rng, batch)` makes the normalised float32 views of a
+  batch inside the jitted step (from the raw uint8 "image", or from host
+  crops in "crops"), `Views.normalize` the eval-mode input;
+* forward passes: `forward` runs the views through a network, either one
+  call per view (BatchNorm statistics per view, as the official code of
+  BYOL, SimSiam, MoCo... does) or one call per group of equal-sized views
+  (statistics over all of them, SimCLR's concatenated batch and the
+  multi-crop wrappers of SwAV and DINO); `target_forward` runs a momentum
+  network without gradient;
+* the EMA target (`Target`, `init_target`, `update_target`) and schedules
+  (`at`: a number or a `step -> value` function);
+* `encoder(...)`: `Method.encode` of the online backbone or of the target;
+* `stateless_method` and `momentum_method`: whole `Method`s of the methods
+  whose loss is one objective of the online pass (SimCLR, Barlow Twins...)
+  or of online predictions against a momentum network (BYOL, MoCo v3).
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from ssljax import models
-from ssljax.data import augment
-from ssljax.methods.base import StepOutput
-from ssljax.state import center as center_lib
+from ssljax.data import augment as augment_lib
+from ssljax.methods.base import Method, Schedule, StepOutput
 from ssljax.state import ema
-from ssljax.state import queue as queue_lib
 
 PyTree = Any
 
@@ -47,157 +40,226 @@ PyTree = Any
 # but the predictor (BYOL, MoCo v3); MoCo v2 and DINO have no predictor.
 TARGET_PARTS = ("backbone", "projector")
 
+# How the views meet BatchNorm (`forward`): "per_view", one network call per
+# view, statistics per view; "joint", one call per group of equal-sized
+# views, statistics over the group.
+VIEW_BATCHNORM = ("per_view", "joint")
+
 # Fields of every `ViewSpec` except the crop size, which the views read from
 # the images; "multicrop" replaces `scale` by its global/local settings.
-_VIEW_FIELDS = tuple(f for f in augment.ViewSpec._fields if f != "size")
+_VIEW_FIELDS = tuple(f for f in augment_lib.ViewSpec._fields if f != "size")
 _MULTICROP_FIELDS = ("num_local", "global_size", "local_size", "global_scale",
                      "local_scale")
+# Normalisation statistics, None for `augment.default_stats` of the channels.
+_STATS_FIELDS = ("mean", "std")
 
 
-class Target(NamedTuple):
-  """The momentum (EMA) network: a copy of some parts of the online one."""
-  params: PyTree
-  model_state: PyTree
+# ------------------------------------------------------------- augment ---
 
 
-class MethodState(NamedTuple):
-  """What a method carries between steps; parts it does not use are None.
-
-  Attributes:
-    target: EMA network (BYOL, MoCo, DINO), parts keyed as in `params`.
-    queue: FIFO of past embeddings (MoCo's negatives, NNCLR's support set,
-      SwAV's features); rows hold the views side by side, see `queue_rows`.
-    center: DINO's [K] teacher center.
-  """
-  target: Optional[Target] = None
-  queue: Optional[queue_lib.QueueState] = None
-  center: Optional[jax.Array] = None
-
-
-# ---------------------------------------------------------------- config ---
-
-
-def augment_config(preset: str, **values) -> ml_collections.ConfigDict:
-  """`config.method.augment`: a preset of `ssljax.data.augment` and overrides.
-
-  Every override the preset accepts is a field, None meaning "the preset's
-  value", so that any of them can be set from the command line.
-  """
-  fields = _VIEW_FIELDS
+def _augment_fields(preset: str) -> tuple[str, ...]:
   if preset == "multicrop":
-    fields = _MULTICROP_FIELDS + tuple(f for f in fields if f != "scale")
+    return _MULTICROP_FIELDS + tuple(f for f in _VIEW_FIELDS if f != "scale")
+  return _VIEW_FIELDS
+
+
+def augment_config(preset: str, **values) -> Mapping:
+  """An `augment` recipe: a preset of `ssljax.data.augment` and overrides.
+
+  Every override the preset accepts is a key, None meaning "the preset's
+  value", plus "mean" and "std" (None: `augment.default_stats` of the
+  images' channels), so that any of them can be set from the command line.
+  The mapping is read-only: it serves as a factory's default.
+
+  Example:
+    >>> spec = augment_config("byol", scale=(0.2, 1.0))
+    >>> spec["preset"], spec["scale"], spec["blur_prob"]
+    ('byol', (0.2, 1.0), None)
+  """
+  fields = _augment_fields(preset) + _STATS_FIELDS
   unknown = sorted(set(values) - set(fields))
   if unknown:
     raise ValueError(f"augment_config: unknown override(s) {unknown} for "
                      f"preset {preset!r}; valid: {list(fields)}.")
-  return ml_collections.ConfigDict(
+  return types.MappingProxyType(
       {"preset": preset, **{f: values.get(f) for f in fields}})
 
 
-def compute_dtype(config) -> jnp.dtype:
-  """`config.compute_dtype` (default float32) as a dtype."""
-  return jnp.dtype(config.get("compute_dtype", "float32"))
+class Views(NamedTuple):
+  """A bound augmentation recipe (see `views`).
+
+  Attributes:
+    make: `make(rng, batch, *, count=None, normalize=True) -> tuple of
+      [B, s, s, C] float32 views` of the batch's uint8 "image" (or of its
+      host-cropped "crops"): the first `count` views of the recipe (all if
+      None), standardised with the recipe's mean and std (or left in [0, 1]
+      with `normalize=False`).
+    normalize: `normalize(images) -> float32` eval-mode input: uint8 images
+      to [0, 1] then standardised; float images are returned as they are.
+    specs: `specs(image_size) -> tuple[ViewSpec, ...]`, the recipes of the
+      views for square images of that side (the crops a host pipeline cuts
+      from variable-size images).
+  """
+  make: Callable
+  normalize: Callable
+  specs: Callable
 
 
-def dtype_kwargs(config) -> dict:
-  """dtype (compute) and param_dtype (float32) of every network part."""
-  return dict(dtype=compute_dtype(config), param_dtype=jnp.float32)
+def views(spec: Mapping) -> Views:
+  """`Views` of an `augment_config` mapping (missing keys mean None)."""
+  spec = dict(spec)
+  preset = spec.pop("preset", None)
+  if preset not in augment_lib.PRESETS:
+    raise ValueError(f"augment: `preset` must be one of "
+                     f"{augment_lib.PRESETS}, got {preset!r}.")
+  mean, std = spec.pop("mean", None), spec.pop("std", None)
+  if (mean is None) != (std is None):
+    raise ValueError("augment: give both `mean` and `std` or neither.")
+  overrides = {k: v for k, v in spec.items() if v is not None}
+  # Checks the override names now, not at the first step.
+  augment_lib.preset(preset, image_size=32, **overrides)
+
+  def stats(channels: int):
+    if mean is None:
+      return augment_lib.default_stats(channels)
+    return tuple(mean), tuple(std)
+
+  def specs(image_size: int):
+    return augment_lib.preset(preset, image_size=image_size, **overrides)
+
+  def normalize(images):
+    if images.dtype != jnp.uint8:
+      return images
+    channel_mean, channel_std = stats(images.shape[-1])
+    return augment_lib.normalize(augment_lib.to_float(images),
+                                 mean=channel_mean, std=channel_std)
+
+  def make(rng, batch, *, count: Optional[int] = None,
+           normalize: bool = True):
+    crops = batch.get("crops") if isinstance(batch, Mapping) else None
+    images = first_image(batch)
+    recipes = specs(min(images.shape[1:3]))
+    if not recipes:  # "none": the batch itself.
+      made = (augment_lib.to_float(images),)
+    else:
+      made = augment_lib.views(
+          rng, tuple(crops)[:count] if crops is not None else images,
+          recipes[:count], precropped=crops is not None, standardize=False)
+    if not normalize:
+      return made
+    channel_mean, channel_std = stats(images.shape[-1])
+    return tuple(augment_lib.normalize(v, mean=channel_mean, std=channel_std)
+                 for v in made)
+
+  return Views(make=make, normalize=normalize, specs=specs)
 
 
-def backbone(config) -> models.Model:
-  """`models.get(config.method.backbone, **config.method.backbone_kwargs)`."""
-  method = config.method
-  return models.get(method.backbone, **method.backbone_kwargs.to_dict(),
-                    **dtype_kwargs(config))
+def first_image(batch) -> jax.Array:
+  """The uint8 images of a batch: `batch` itself, its "image", or its first
+  host crop."""
+  if not isinstance(batch, Mapping):
+    return batch
+  if "image" in batch:
+    return batch["image"]
+  if "crops" in batch:
+    return batch["crops"][0]
+  raise ValueError(f"`batch` must hold \"image\" or \"crops\", got keys "
+                   f"{sorted(batch)}.")
 
 
-def projector(config, *, num_layers: int = 2, last_bn: bool = False
-              ) -> models.Model:
-  """MLP projector `config.method.proj_hidden_dim` → `proj_dim`."""
-  method = config.method
-  return models.projector(None, method.proj_hidden_dim, method.proj_dim,
-                          num_layers=num_layers, last_bn=last_bn,
-                          **dtype_kwargs(config))
+def labels_of(batch, fn: str) -> jax.Array:
+  """`batch["label"]`; a batch without labels raises ValueError."""
+  if not isinstance(batch, Mapping) or "label" not in batch:
+    raise ValueError(f"{fn}: `batch` must be a dict with \"label\" (int32 "
+                     f"[B]); this method is supervised.")
+  return batch["label"]
 
 
-def projector_network(config, *, num_layers: int = 2, last_bn: bool = False
-                      ) -> models.Model:
-  """Backbone and `projector(config, ...)`."""
-  return models.compose(backbone(config),
-                        projector=projector(config, num_layers=num_layers,
-                                            last_bn=last_bn))
+def index_of(batch, fn: str) -> jax.Array:
+  """`batch["index"]`; a batch without it raises ValueError."""
+  if not isinstance(batch, Mapping) or "index" not in batch:
+    keys = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+    raise ValueError(
+        f"{fn}: `batch` must be a dict with \"index\" (int32 [B], the "
+        f"examples' rows of the train split, which `ssljax.train.train` adds "
+        f"for methods with a `dataset_update`), got {keys}.")
+  return batch["index"]
 
 
-def predictor_networks(config, projector: models.Model
-                       ) -> tuple[models.Model, models.Model]:
-  """(online, target) of BYOL-like methods: backbone, `projector` and a
-  predictor `proj_dim` → `pred_hidden_dim` → `proj_dim`; the target network
-  (`TARGET_PARTS`) has no predictor."""
-  method = config.method
-  net = backbone(config)
-  predictor = models.predictor(None, method.pred_hidden_dim, method.proj_dim,
-                               **dtype_kwargs(config))
-  return (models.compose(net, projector=projector, predictor=predictor),
-          models.compose(net, projector=projector))
+# --------------------------------------------------------------- setup ---
 
 
-def _stats(config, channels: int) -> tuple[Sequence[float], Sequence[float]]:
-  dataset = config.get("dataset")
-  if dataset is None or dataset.get("mean") is None:
-    return augment.default_stats(channels)
-  return tuple(dataset.mean), tuple(dataset.std)
+class Setup(NamedTuple):
+  """What every factory binds first (see `setup`).
+
+  Attributes:
+    backbone: images -> features [B, D].
+    views: the bound augmentation recipe.
+    kw: `dtype` (computation) and `param_dtype` (float32) keyword arguments
+      of every network part.
+  """
+  backbone: models.Model
+  views: Views
+  kw: dict
 
 
-# ----------------------------------------------------------------- views ---
+def setup(backbone: str | models.Model, backbone_kwargs: Optional[Mapping],
+          augment: Mapping, dtype: str | jnp.dtype) -> Setup:
+  """The backbone, the views and the dtype arguments of a method.
+
+  Args:
+    backbone: a name of `ssljax.models.get`, or any `models.Model` (your own
+      network through `models.from_nnx`, `from_linen`...).
+    backbone_kwargs: keyword arguments of the named backbone.
+    augment: an `augment_config` mapping.
+    dtype: the compute dtype ("float32", "bfloat16"); parameters stay
+      float32.
+  """
+  kw = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.float32)
+  if isinstance(backbone, models.Model):
+    if backbone_kwargs:
+      raise ValueError("`backbone_kwargs` apply to a backbone name only; "
+                       "build your `Model` with them instead.")
+    net = backbone
+  else:
+    net = models.get(backbone, **dict(backbone_kwargs or {}), **kw)
+  return Setup(net, views(augment), kw)
 
 
-def split_batch(images) -> tuple[jax.Array, Optional[jax.Array]]:
-  """`images` is the uint8 batch, or a batch dict with "image" (and "label")."""
-  if isinstance(images, Mapping):
-    return images["image"], images.get("label")
-  return images, None
+def with_projector(setup_: Setup, hidden_dim: int, out_dim: int, *,
+                   num_layers: int = 2, last_bn: bool = False,
+                   **parts: models.Model) -> models.Model:
+  """The backbone, an MLP projector (`models.projector`) and other `parts`
+  (predictor, prototypes) as one `compose`d network."""
+  return models.compose(setup_.backbone, projector=models.projector(
+      None, hidden_dim, out_dim, num_layers=num_layers, last_bn=last_bn,
+      **setup_.kw), **parts)
 
 
-def make_views(config, rng: jax.Array, images: jax.Array
-               ) -> tuple[jax.Array, ...]:
-  """Normalised float32 views of the uint8 batch per `config.method.augment`."""
-  spec = config.method.augment
-  overrides = {k: v for k, v in spec.items() if k != "preset" and v is not None}
-  mean, std = _stats(config, images.shape[-1])
-  return augment.views(rng, images, spec.preset, mean=mean, std=std,
-                       **overrides)
-
-
-class Online(NamedTuple):
-  """The online network's pass over the views of one batch (see `online`)."""
-  views: tuple[jax.Array, ...]
-  outputs: dict
-  model_state: PyTree
-  labels: Optional[jax.Array]
-
-
-def online(config, model: models.Model, params: PyTree, model_state: PyTree,
-           images, rng: jax.Array) -> Online:
-  """Views of the batch and the online network's outputs on all of them."""
-  images, labels = split_batch(images)
-  views = make_views(config, rng, images)
-  outputs, model_state = forward(model, params, model_state, views)
-  return Online(views, outputs, model_state, labels)
+def check_view_batchnorm(value: str, fn: str) -> bool:
+  """True for "joint", False for "per_view"; anything else raises."""
+  if value not in VIEW_BATCHNORM:
+    raise ValueError(f"{fn}: `view_batchnorm` must be one of "
+                     f"{VIEW_BATCHNORM}, got {value!r}.")
+  return value == "joint"
 
 
 # -------------------------------------------------------- forward passes ---
 
 
 def forward(model: models.Model, params: PyTree, model_state: PyTree,
-            views: Sequence[jax.Array], *, train: bool = True
+            views_: Sequence[jax.Array], *, joint: bool, train: bool = True
             ) -> tuple[dict, PyTree]:
   """Outputs of every view, stacked: {key: [V, B, ...]}, and the new state.
 
-  Consecutive views of one shape go through the network in one call.
+  With `joint`, consecutive views of one shape go through the network in one
+  call (BatchNorm statistics over all of them); otherwise each view has its
+  own call, the model state threading through them in view order, as
+  successive PyTorch forward passes update the running statistics.
   """
   groups: list[list[jax.Array]] = []
-  for view in views:
-    if groups and groups[-1][0].shape == view.shape:
+  for view in views_:
+    if joint and groups and groups[-1][0].shape == view.shape:
       groups[-1].append(view)
     else:
       groups.append([view])
@@ -210,12 +272,21 @@ def forward(model: models.Model, params: PyTree, model_state: PyTree,
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outputs), model_state
 
 
-def target_forward(model: models.Model, target: Target,
-                   views: Sequence[jax.Array]) -> tuple[dict, PyTree]:
-  """`forward` of the EMA network in train mode, without gradient."""
-  outputs, model_state = forward(model, target.params, target.model_state,
-                                 views)
-  return jax.lax.stop_gradient(outputs), model_state
+class Online(NamedTuple):
+  """The online network's pass over the views of one batch (see `online`)."""
+  views: tuple[jax.Array, ...]
+  outputs: dict
+  model_state: PyTree
+
+
+def online(setup_: Setup, model: models.Model, params: PyTree,
+           model_state: PyTree, batch, rng: jax.Array, *, joint: bool
+           ) -> Online:
+  """Views of the batch and the online network's outputs on all of them."""
+  views_ = setup_.views.make(rng, batch)
+  outputs, model_state = forward(model, params, model_state, views_,
+                                 joint=joint)
+  return Online(views_, outputs, model_state)
 
 
 def swapped_pairs_sum(fn: Callable, a: Sequence, b: Sequence) -> jax.Array:
@@ -223,154 +294,177 @@ def swapped_pairs_sum(fn: Callable, a: Sequence, b: Sequence) -> jax.Array:
   return fn(a[0], b[1]) + fn(a[1], b[0])
 
 
-def freeze(params: PyTree, path: Sequence[str], frozen: jax.Array) -> PyTree:
-  """`params` whose subtree at `path` gets a zero gradient while the scalar
-  `frozen` is True (DINO's last layer, SwAV's prototypes at the start).
-
-  The optimizer still applies weight decay to it; for the weight-normalised
-  layers frozen here that only rescales the weights, which the layers
-  normalise away, so their function stays fixed.
-  """
-  if not path:
-    return jax.tree.map(
-        lambda x: jnp.where(frozen, jax.lax.stop_gradient(x), x), params)
-  head, *rest = path
-  return {**params, head: freeze(params[head], rest, frozen)}
-
-
 def step_output(run: Online, metrics: dict | None = None,
-                update: dict | None = None) -> StepOutput:
+                update: PyTree = ()) -> StepOutput:
   """`StepOutput` of an online pass; embeddings: first view's features."""
   return StepOutput(
-      model_state=run.model_state, metrics=metrics or {},
-      update=update or {},
+      model_state=run.model_state, metrics=metrics or {}, update=update,
       embeddings=jax.lax.stop_gradient(run.outputs["features"][0]))
 
 
-def stateless_loss(network: Callable[[Any], models.Model],
-                   objective: Callable[[Any, Online], jax.Array]) -> Callable:
-  """`Method.loss` of a method without state: `objective(config, run)` of
-  the online pass `run` over the views (SimCLR, SimSiam, Barlow Twins...)."""
-
-  def loss(config, params, model_state, method_state, images, rng, step):
-    del method_state, step  # Nothing is carried between steps.
-    run = online(config, network(config), params, model_state, images, rng)
-    return objective(config, run), step_output(run)
-
-  return loss
+# ------------------------------------------------- target and schedules ---
 
 
-def momentum_loss(networks: Callable[[Any], tuple[models.Model, models.Model]],
-                  pair_loss: Callable[[Any], Callable]) -> Callable:
-  """`Method.loss` of BYOL and MoCo v3: `pair_loss(config)(p, z')` of the
-  online predictions and the EMA target's projections, summed over the two
-  swapped view pairs (`swapped_pairs_sum`); `networks(config)` gives the
-  (online, target) networks."""
+def at(value: Schedule, step) -> jax.Array:
+  """A setting at `step`: `value(step)` for a schedule, else the number.
 
-  def loss(config, params, model_state, method_state, images, rng, step):
-    online_net, target_net = networks(config)
-    run = online(config, online_net, params, model_state, images, rng)
-    targets, target_state = target_forward(target_net, method_state.target,
-                                           run.views)
-    value = swapped_pairs_sum(pair_loss(config), run.outputs["prediction"],
-                              targets["projection"])
-    return value, momentum_output(config, step, run, target_state)
-
-  return loss
+  Example:
+    >>> print(float(at(0.5, 3)), float(at(lambda t: t / 10, 3)))
+    0.5 0.3
+  """
+  out = value(step) if callable(value) else value
+  return jnp.asarray(out, jnp.float32)
 
 
-def momentum_output(config, step, run: Online, target_state: PyTree,
-                    metrics: dict | None = None,
-                    update: dict | None = None) -> StepOutput:
-  """`step_output` of a method with an EMA target: logs m(t) and hands the
-  target's BatchNorm statistics to `post_update`."""
-  return step_output(
-      run, {"momentum": momentum(config, step), **(metrics or {})},
-      {"target_model_state": target_state, **(update or {})})
+class Target(NamedTuple):
+  """The momentum (EMA) network: a copy of some parts of the online one."""
+  params: PyTree
+  model_state: PyTree
+
+
+def init_target(params: PyTree, model_state: PyTree,
+                parts: Sequence[str] = TARGET_PARTS) -> Target:
+  """The target starts as a copy of the online `parts`."""
+  return Target(ema.init({k: params[k] for k in parts}),
+                ema.init({k: model_state[k] for k in parts}))
+
+
+def target_forward(model: models.Model, target: Target,
+                   views_: Sequence[jax.Array], *, joint: bool
+                   ) -> tuple[dict, PyTree]:
+  """`forward` of the EMA network in train mode, without gradient."""
+  outputs, model_state = forward(model, target.params, target.model_state,
+                                 views_, joint=joint)
+  return jax.lax.stop_gradient(outputs), model_state
+
+
+def update_target(target: Target, params: PyTree, momentum: jax.Array,
+                  model_state: PyTree) -> Target:
+  """θt ← m·θt + (1 − m)·θ over the target's parts; its BatchNorm
+  statistics are those of its own forward pass (`model_state`)."""
+  current = {k: params[k] for k in target.params}
+  return Target(ema.update(target.params, current, momentum), model_state)
 
 
 # ------------------------------------------------------------ the queue ---
 
 
-def queue_rows(views: jax.Array) -> jax.Array:
+def queue_rows(views_: jax.Array) -> jax.Array:
   """[V, B, D] -> [B, V·D]: one queue row holds an example's V views."""
-  n_views, batch, dim = views.shape
-  return jnp.transpose(views, (1, 0, 2)).reshape(batch, n_views * dim)
+  n_views, batch, dim = views_.shape
+  return jnp.transpose(views_, (1, 0, 2)).reshape(batch, n_views * dim)
 
 
-def queue_views(queue: queue_lib.QueueState, n_views: int) -> jax.Array:
-  """The queue's buffer [K, V·D] as [V, K, D], inverse of `queue_rows`."""
-  size, width = queue.buffer.shape
-  return jnp.transpose(queue.buffer.reshape(size, n_views, width // n_views),
+def queue_views(buffer: jax.Array, n_views: int) -> jax.Array:
+  """A queue's buffer [K, V·D] as [V, K, D], inverse of `queue_rows`."""
+  size, width = buffer.shape
+  return jnp.transpose(buffer.reshape(size, n_views, width // n_views),
                        (1, 0, 2))
 
 
-# ----------------------------------------------------- init, post-update ---
+# ------------------------------------------------------ methods, whole ---
 
 
-def init(config, rng: jax.Array, images, model: models.Model, *,
-         target_parts: Sequence[str] = (), queue_size: int = 0,
-         queue_width: int = 0, center_dim: int = 0
-         ) -> tuple[PyTree, PyTree, MethodState]:
-  """(params, model_state, method_state) of a method built on `model`.
+def initialize(setup_: Setup, model: models.Model, rng: jax.Array, batch
+               ) -> tuple[PyTree, PyTree]:
+  """(params, model_state) of `model` on inputs shaped like the first view."""
+  first = jax.eval_shape(lambda: setup_.views.make(rng, batch, count=1))[0]
+  return model.init(rng, jnp.zeros(first.shape, first.dtype))
 
-  The network is initialised on inputs shaped like the first view. The
-  target starts as a copy of the online `target_parts`, the queue as random
-  unit rows (MoCo's initialisation), the center at zero.
+
+def encoder(setup_: Setup, *, target: bool = False) -> Callable:
+  """`Method.encode`: backbone features [B, D] in eval mode of uint8 or
+  normalised images, from the online backbone or, with `target`, the EMA
+  target's (`method_state.target`)."""
+
+  def encode(params, model_state, method_state, images):
+    x = setup_.views.normalize(first_image(images))
+    if target:
+      params, model_state = method_state.target
+    features, _ = setup_.backbone.apply(params["backbone"],
+                                        model_state["backbone"], x,
+                                        train=False)
+    return features
+
+  return encode
+
+
+def frozen_at(params: PyTree, path: Sequence[str], frozen: jax.Array
+              ) -> PyTree:
+  """A `Method.frozen` mask: `frozen` (a bool scalar) at the subtree of
+  `params` at `path`, False elsewhere.
+
+  Example:
+    >>> mask = frozen_at({"a": {"b": 1.0, "c": 2.0}, "d": 3.0}, ("a", "b"),
+    ...                  True)
+    >>> print(jax.tree.map(bool, mask))
+    {'a': {'b': True, 'c': False}, 'd': False}
   """
-  images, _ = split_batch(images)
-  model_rng, queue_rng = jax.random.split(rng)
-  first = jax.eval_shape(lambda: make_views(config, rng, images))[0]
-  params, model_state = model.init(model_rng, jnp.zeros(first.shape,
-                                                        first.dtype))
-  target = None
-  if target_parts:
-    target = Target(ema.init({k: params[k] for k in target_parts}),
-                    ema.init({k: model_state[k] for k in target_parts}))
-  queue = None
-  if queue_size:
-    queue = queue_lib.init(queue_size, queue_width, key=queue_rng)
-  center = center_lib.init(center_dim) if center_dim else None
-  return params, model_state, MethodState(target, queue, center)
+  def mark(tree, path):
+    if not path:
+      return jax.tree.map(lambda _: jnp.asarray(frozen, bool), tree)
+    head, *rest = path
+    return {k: mark(v, rest) if k == head else
+            jax.tree.map(lambda _: jnp.zeros((), bool), v)
+            for k, v in tree.items()}
+
+  return mark(params, tuple(path))
 
 
-def momentum(config, step) -> jax.Array:
-  """m(t): cosine from `base_momentum` at 0 to `final_momentum` at the end."""
-  return ema.cosine_momentum(step, config.total_steps,
-                             base=config.method.base_momentum,
-                             final=config.method.final_momentum)
+def keep(params, method_state, update, step):
+  """`Method.post_update` of a method with nothing to advance."""
+  del update, step  # Nothing moves.
+  return params, method_state
 
 
-def post_update(config, params: PyTree, method_state: MethodState,
-                update: dict, step) -> MethodState:
-  """Advances the parts of `method_state` that the method uses.
+def stateless_method(name: str, setup_: Setup, model: models.Model,
+                     objective: Callable[[Online, PyTree], jax.Array], *,
+                     joint: bool) -> Method:
+  """The `Method` whose loss is `objective(run, batch)` of the online pass
+  `run` over the views (SimCLR, SimSiam, Barlow Twins...); it carries no
+  state between steps (`method_state` is `()`)."""
 
-  `update` carries what the loss produced for them: "target_model_state"
-  (the EMA network's BatchNorm statistics), "queue" (rows to enqueue) and
-  "teacher_logits" (for the center, momentum `config.method.
-  center_momentum`).
-  """
-  target, queue, center = method_state
-  if target is not None:
-    current = {k: params[k] for k in target.params}
-    target = Target(ema.update(target.params, current, momentum(config, step)),
-                    update["target_model_state"])
-  if queue is not None:
-    queue = queue_lib.push(queue, update["queue"])
-  if center is not None:
-    center = center_lib.update(center, update["teacher_logits"],
-                               config.method.center_momentum)
-  return MethodState(target, queue, center)
+  def init(rng, batch):
+    return (*initialize(setup_, model, rng, batch), ())
+
+  def loss(params, model_state, method_state, batch, rng, step):
+    del method_state, step  # Nothing is carried between steps.
+    run = online(setup_, model, params, model_state, batch, rng, joint=joint)
+    return objective(run, batch), step_output(run)
+
+  return Method(name=name, init=init, loss=loss, post_update=keep,
+                encode=encoder(setup_), crops=setup_.views.specs)
 
 
-def encode(config, params: PyTree, model_state: PyTree, images: jax.Array
-           ) -> jax.Array:
-  """Backbone features [B, D] in eval mode of uint8 or normalised images."""
-  images, _ = split_batch(images)
-  if images.dtype == jnp.uint8:
-    mean, std = _stats(config, images.shape[-1])
-    images = augment.normalize(augment.to_float(images), mean=mean, std=std)
-  features, _ = backbone(config).apply(params["backbone"],
-                                       model_state["backbone"], images,
-                                       train=False)
-  return features
+class MomentumState(NamedTuple):
+  """The state of BYOL and MoCo v3: the EMA target network."""
+  target: Target
+
+
+def momentum_method(name: str, setup_: Setup, online_net: models.Model,
+                    target_net: models.Model, pair_loss: Callable, *,
+                    momentum: Schedule, joint: bool) -> Method:
+  """BYOL and MoCo v3: `pair_loss(p, z')` of the online predictions and the
+  EMA target's projections, summed over the two swapped view pairs; the
+  target (backbone and projector) follows θt ← m(t)·θt + (1 − m(t))·θ."""
+
+  def init(rng, batch):
+    params, model_state = initialize(setup_, online_net, rng, batch)
+    return params, model_state, MomentumState(init_target(params, model_state))
+
+  def loss(params, model_state, method_state, batch, rng, step):
+    run = online(setup_, online_net, params, model_state, batch, rng,
+                 joint=joint)
+    targets, target_state = target_forward(target_net, method_state.target,
+                                           run.views, joint=joint)
+    value = swapped_pairs_sum(pair_loss, run.outputs["prediction"],
+                              targets["projection"])
+    return value, step_output(run, {"momentum": at(momentum, step)},
+                              target_state)
+
+  def post_update(params, method_state, update, step):
+    return params, MomentumState(update_target(
+        method_state.target, params, at(momentum, step), update))
+
+  return Method(name=name, init=init, loss=loss, post_update=post_update,
+                encode=encoder(setup_), crops=setup_.views.specs)

@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ssljax.train import evaluation
+from ssljax.train import evaluation, optim
 from ssljax.train.sharding import replicated
 from ssljax.train.state import TrainState
 
@@ -42,18 +42,9 @@ def reset_entries(opt_state, params: Mapping, keys) -> object:
   those parameters continue as under a freshly initialised optimizer.
   Counters and other scalars are kept.
   """
-  names = set(params)
-
-  def mirrors_params(node):
-    return isinstance(node, Mapping) and set(node) == names
-
-  def zero(node):
-    if not mirrors_params(node):
-      return node
-    return {k: jax.tree.map(jnp.zeros_like, v) if k in keys else v
-            for k, v in node.items()}
-
-  return jax.tree.map(zero, opt_state, is_leaf=mirrors_params)
+  return optim.map_param_trees(
+      lambda tree: {k: jax.tree.map(jnp.zeros_like, v) if k in keys else v
+                    for k, v in tree.items()}, opt_state, params=params)
 
 
 def make_dataset_update(config, method, mesh) -> DatasetPass:
@@ -73,20 +64,20 @@ def make_dataset_update(config, method, mesh) -> DatasetPass:
     ValueError: if the interval is not a positive int.
   """
   spec = method.dataset_update
-  every = spec.every(config)
+  every = spec.every
   if isinstance(every, bool) or not isinstance(every, int) or every < 1:
     raise ValueError(f"train: {method.name}'s dataset pass interval must be a "
                      f"positive number of steps, got {every!r}.")
   encoder = evaluation.make_encoder(
-      config, lambda tree, images: spec.features(config, *tree, images), mesh)
+      lambda tree, images: spec.features(*tree, images), mesh)
   sharding = replicated(mesh)
 
   @functools.partial(jax.jit, out_shardings=sharding, donate_argnums=0)
   def update(state: TrainState, features: jax.Array):
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), _SALT)
     params, method_state, metrics = spec.update(
-        config, state.params, state.model_state, state.method_state, features,
-        rng, state.step)
+        state.params, state.model_state, state.method_state, features, rng,
+        state.step)
     opt_state = reset_entries(state.opt_state, params, spec.reset)
     return state._replace(params=params, method_state=method_state,
                           opt_state=opt_state), metrics

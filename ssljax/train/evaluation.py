@@ -37,6 +37,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
+from absl import logging
 
 from ssljax import data as data_lib
 from ssljax import evaluate
@@ -64,7 +65,22 @@ class Features(NamedTuple):
   test_labels: np.ndarray
 
 
-def make_encoder(config, encode: Callable, mesh) -> Callable:
+def dataset_options(config) -> dict:
+  """The `ssljax.data.info`/`load` keywords a config sets beside the name:
+  `data_dir`, and the folder `path` and view side of variable-size data."""
+  dataset = config.dataset
+  return dict(data_dir=config.get("data_dir"), path=dataset.get("path"),
+              image_size=dataset.get("image_size"))
+
+
+def dataset_info(config) -> data_lib.DatasetInfo:
+  """`ssljax.data.info` of the config's dataset."""
+  options = dataset_options(config)
+  return data_lib.info(config.dataset.name, path=options["path"],
+                       image_size=options["image_size"])
+
+
+def make_encoder(encode: Callable, mesh) -> Callable:
   """`encoder(tree, images, ids) -> ([B, D], ids)`, jitted over `mesh`.
 
   `encode(tree, images) -> [B, D]` computes the features of uint8 images from
@@ -79,10 +95,10 @@ def make_encoder(config, encode: Callable, mesh) -> Callable:
       out_shardings=replicated(mesh))
 
 
-def method_encoder(config, method, mesh) -> Callable:
-  """`make_encoder` of `method.encode`, tree = (params, model_state)."""
-  return make_encoder(
-      config, lambda tree, images: method.encode(config, *tree, images), mesh)
+def method_encoder(method, mesh) -> Callable:
+  """`make_encoder` of `method.encode`, tree = (params, model_state,
+  method_state)."""
+  return make_encoder(lambda tree, images: method.encode(*tree, images), mesh)
 
 
 def encode_split(config, encoder: Callable, tree, split: str, *, mesh
@@ -113,12 +129,12 @@ def encode_split(config, encoder: Callable, tree, split: str, *, mesh
   if split not in ("train", "test"):
     raise ValueError(f"encode_split: `split` must be 'train' or 'test', got "
                      f"{split!r}.")
-  info = data_lib.info(config.dataset.name)
+  info = dataset_info(config)
   size = info.num_train if split == "train" else info.num_test
   batches = data_lib.load(
       config.dataset.name, split, batch_size=config.batch_size, shuffle=False,
       num_epochs=1, drop_remainder=False, process_index=jax.process_index(),
-      process_count=jax.process_count(), data_dir=config.get("data_dir"))
+      process_count=jax.process_count(), **dataset_options(config))
   local = config.batch_size // jax.process_count()
   sharding = data_sharded(mesh)
   # XLA:CPU runs independent programs concurrently, so two encoder calls in
@@ -149,16 +165,15 @@ def encode_split(config, encoder: Callable, tree, split: str, *, mesh
   return features[order], labels[order]
 
 
-def extract_features(config, method, params, model_state, *, mesh=None,
+def extract_features(config, method, state: TrainState, *, mesh=None,
                      encoder: Callable | None = None) -> Features:
-  """Encodes both splits of `config.dataset.name` (see `encode_split`)."""
+  """Encodes both splits of `config.dataset` with `method.encode` of the
+  state's networks (see `encode_split`)."""
   mesh = make_mesh(config) if mesh is None else mesh
-  encoder = method_encoder(config, method, mesh) if encoder is None \
-      else encoder
-  train = encode_split(config, encoder, (params, model_state), "train",
-                       mesh=mesh)
-  test = encode_split(config, encoder, (params, model_state), "test",
-                      mesh=mesh)
+  encoder = method_encoder(method, mesh) if encoder is None else encoder
+  tree = (state.params, state.model_state, state.method_state)
+  train = encode_split(config, encoder, tree, "train", mesh=mesh)
+  test = encode_split(config, encoder, tree, "test", mesh=mesh)
   return Features(train[0], train[1], test[0], test[1])
 
 
@@ -210,8 +225,7 @@ def evaluate_state(config, state: TrainState, *, method=None, mesh=None,
   Args:
     config: the run's config.
     state: a `TrainState` (from `train` or `restore_state`).
-    method: the run's `Method`; default `ssljax.methods.get(
-      config.method.name)`.
+    method: the run's `Method`; default `ssljax.methods.build(config)`.
     mesh: the mesh to encode on; default `make_mesh(config)`.
     encoder: a `method_encoder` result to reuse (saves a compilation).
     linear: whether to train the linear probe.
@@ -219,11 +233,11 @@ def evaluate_state(config, state: TrainState, *, method=None, mesh=None,
   Returns:
     The metrics of `score`.
   """
-  method = methods.get(config.method.name) if method is None else method
-  features = extract_features(config, method, state.params,
-                              state.model_state, mesh=mesh, encoder=encoder)
-  return score(features, num_classes=data_lib.info(
-      config.dataset.name).num_classes, linear=linear, seed=config.seed)
+  method = methods.build(config) if method is None else method
+  features = extract_features(config, method, state, mesh=mesh,
+                              encoder=encoder)
+  return score(features, num_classes=dataset_info(config).num_classes,
+               linear=linear, seed=config.seed)
 
 
 def eval_every(config) -> int:
@@ -233,13 +247,29 @@ def eval_every(config) -> int:
   return config.checkpoint_every if every is None else every
 
 
+def can_evaluate(config) -> bool:
+  """Whether the dataset has labels and a test split to score with; if not,
+  one log line says that evaluation is skipped."""
+  info = dataset_info(config)
+  if info.labelled and info.num_test and info.num_classes:
+    return True
+  reason = ("its images are unlabelled" if not info.labelled
+            else "it has no test split (an image folder without val/)")
+  logging.warning("evaluation skipped: %s %s.", config.dataset.name, reason)
+  return False
+
+
 def evaluation_hook(config, *, method=None) -> Callable:
   """A `train` hook: `evaluate_state` every `eval_every(config)` steps
-  (without the linear probe) and at `config.total_steps` (with it).
+  (without the linear probe) and at `config.total_steps` (with it); a
+  dataset that cannot be scored (`can_evaluate`) gives a hook that does
+  nothing.
 
   The mesh and the encoder are built on the first evaluation and reused.
   """
-  method = methods.get(config.method.name) if method is None else method
+  if not can_evaluate(config):
+    return lambda step, state: None
+  method = methods.build(config) if method is None else method
   every = eval_every(config)
   cache = {}
 
@@ -249,7 +279,7 @@ def evaluation_hook(config, *, method=None) -> Callable:
       return None
     if not cache:
       cache["mesh"] = make_mesh(config)
-      cache["encoder"] = method_encoder(config, method, cache["mesh"])
+      cache["encoder"] = method_encoder(method, cache["mesh"])
     return evaluate_state(config, state, method=method, mesh=cache["mesh"],
                           encoder=cache["encoder"], linear=last)
 

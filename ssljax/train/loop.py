@@ -22,11 +22,12 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from absl import logging
 
 from ssljax import data as data_lib
 from ssljax import methods
-from ssljax.train import dataset_update
+from ssljax.train import dataset_update, evaluation
 from ssljax.train.checkpoint import Checkpointer
 from ssljax.train.metrics import MetricsWriter, ProgressBar
 from ssljax.train.optim import make_optimizer
@@ -59,21 +60,22 @@ def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
   never saved, so the newest checkpoint is the last good one.
   `images_per_sec` is measured between logged steps, leaving out the hooks'
   time, so its first value includes compilation. Process 0 shows a progress
-  bar on stderr.
+  bar on stderr. Settings counted in epochs that do not fit a shortened run
+  shrink with it first (`fit_to_run`).
 
   Args:
     config: experiment config (see `configs/common.py`): `method` (with its
       `name`), `dataset.name`, `batch_size` (global), `total_steps`, `seed`,
       `mesh`, `optimizer`, `checkpoint_every`, `log_every`; optionally
-      `max_to_keep` and `data_dir`.
+      `max_to_keep`, `data_dir`, `dataset.path` and `dataset.image_size`.
     workdir: directory of the run (created if missing).
-    method: the `Method` to train; default `ssljax.methods.get(
-      config.method.name)`.
+    method: the `Method` to train; default `ssljax.methods.build(config)`.
     data: endless iterator of this process's batch slices, dicts with
-      "image" (uint8 [B / process_count, H, W, C]) and "label", with
-      JSON-serialisable `get_state()` / `set_state(state)`; default:
-      `config.dataset.name`'s train split from `ssljax.data.load`, shuffled,
-      repeated.
+      "image" (uint8 [B / process_count, H, W, C]) or "crops", and "label",
+      with JSON-serialisable `get_state()` / `set_state(state)`; default:
+      the train split of `config.dataset` from `ssljax.data.load`, shuffled,
+      repeated (for variable-size datasets, the method's crops cut on the
+      host).
     hooks: callables `hook(step, state)` run after every update on every
       process; a returned dict is logged at that step. They must not keep
       `state`, whose buffers the next step reuses.
@@ -91,15 +93,14 @@ def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
   Example (SimCLR with a tiny CNN, two steps on 16 synthetic images):
     >>> import tempfile
     >>> import ml_collections, numpy as np
-    >>> from ssljax import data, methods, train
+    >>> from ssljax import data, train
     >>> config = ml_collections.ConfigDict(dict(
-    ...     method=methods.get("simclr").default_config(),
+    ...     method=dict(name="simclr", backbone="tiny_cnn",
+    ...                 proj_hidden_dim=16, proj_dim=8,
+    ...                 augment={"preset": "none"}),  # compiles fast
     ...     dataset=dict(name="synthetic"), batch_size=8, total_steps=2,
     ...     seed=0, mesh=dict(data=-1), checkpoint_every=2, log_every=1,
     ...     optimizer=dict(name="lars", learning_rate=0.3, weight_decay=1e-6)))
-    >>> config.method.update(backbone="tiny_cnn", proj_hidden_dim=16,
-    ...                      proj_dim=8)
-    >>> config.method.augment.preset = "none"  # plain views: compiles fast
     >>> records = [{"image": np.full((8, 8, 3), 16 * i, np.uint8), "label": i}
     ...            for i in range(16)]
     >>> workdir = tempfile.mkdtemp()
@@ -110,25 +111,21 @@ def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
     >>> print([r["step"] for r in train.read_metrics(workdir)])
     [1, 2]
   """
-  method = methods.get(config.method.name) if method is None else method
+  config = fit_to_run(config)
+  method = methods.build(config) if method is None else method
   mesh = make_mesh(config)
   check_batch_size(config.batch_size, mesh)
   if data is None:
-    data = data_lib.load(
-        config.dataset.name, "train", batch_size=config.batch_size,
-        seed=config.seed, shuffle=True, num_epochs=None,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        data_dir=config.get("data_dir"),
-        classes_per_batch=config.method.get("classes_per_batch") or None)
+    data = load_train(config, method)
   # Global batches, placed on the devices ahead of the step that needs them.
   batches = data_lib.DevicePrefetch(data, data_sharded(mesh))
-  tx = make_optimizer(config, trainable=method.optimizer_mask)
+  tx = make_optimizer(config, frozen=method.frozen)
 
-  # The first batch gives the image shape; the iterator is then rewound.
+  # The first batch gives the shapes; the iterator is then rewound.
   first_data_state = batches.get_state()
   first = next(batches)
   dataset_update.check_indexed(method, first)
-  init = _initializer(config, method, tx, mesh, first["image"].shape)
+  init = _initializer(config, method, tx, mesh, _image_shapes(first))
 
   with Checkpointer(workdir, max_to_keep=config.get("max_to_keep", 3)) as ckpt:
     restored = ckpt.restore(config, jax.eval_shape(init))
@@ -151,6 +148,79 @@ def train(config, workdir: str, *, method=None, data: Optional[Iterator] = None,
                    writer, progress, preempted, dataset_pass)
 
 
+def load_train(config, method) -> Iterator:
+  """This process's endless, shuffled train batches of `config.dataset`;
+  variable-size images come as the method's crops, cut on the host."""
+  options = evaluation.dataset_options(config)
+  info = data_lib.info(config.dataset.name, path=options["path"],
+                       image_size=options["image_size"])
+  crops = None
+  if info.variable_size and method.crops is not None:
+    crops = method.crops(info.image_shape[0]) or None
+  return data_lib.load(
+      config.dataset.name, "train", batch_size=config.batch_size,
+      seed=config.seed, shuffle=True, num_epochs=None,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      classes_per_batch=config.method.get("classes_per_batch") or None,
+      crops=crops, **options)
+
+
+def fit_to_run(config):
+  """`config` with its epoch-counted settings shrunk to fit the run.
+
+  The configs record which settings they count in epochs
+  (`config.epoch_settings`: warm-up, frozen layers, teacher warm-up, queue
+  start... as dotted keys) and the run they were planned for
+  (`total_epochs` × steps per epoch). When `config.total_steps` is set
+  shorter, a setting longer than the run is scaled by the same factor as the
+  run, T / planned, so that it keeps its share of it (at least 1 step if it
+  was at least 1); one log line lists the changes. Configs without
+  `epoch_settings` come back as they are.
+
+  Example:
+    >>> import ml_collections
+    >>> config = ml_collections.ConfigDict(dict(
+    ...     total_steps=5, total_epochs=10.0, batch_size=10,
+    ...     dataset=dict(train_size=310), epoch_settings=("optimizer.warmup",),
+    ...     optimizer=dict(warmup=62)))  # 2 of 10 epochs of 31 steps
+    >>> print(fit_to_run(config).optimizer.warmup)  # 2 of 10 of 5 steps
+    1
+  """
+  keys = config.get("epoch_settings") or ()
+  planned = config.get("total_epochs", 0) * (
+      config.dataset.train_size // config.batch_size)
+  total = config.total_steps
+  changes = {}
+  for key in keys:
+    value = _get(config, key)
+    if value > total:
+      scaled = int(round(value * min(1.0, total / max(planned, 1))))
+      changes[key] = max(min(scaled, total), 1 if value >= 1 else 0)
+  if not changes:
+    return config
+  fitted = ml_collections.ConfigDict(config.to_dict())
+  for key, value in changes.items():
+    *parents, leaf = key.split(".")
+    node = fitted
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  logging.warning("train: total_steps=%d is shorter than these settings "
+                  "counted in epochs; shrunk with the run: %s", total,
+                  ", ".join(f"{k} {_get(config, k)} -> {v}"
+                            for k, v in changes.items()))
+  if config.is_locked:
+    fitted.lock()
+  return fitted
+
+
+def _get(config, key: str):
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
 def restore_state(config, workdir: str, *, image_shape: Sequence[int],
                   method=None, step: Optional[int] = None) -> TrainState:
   """Loads a `TrainState` saved by `train` (for evaluation or inspection).
@@ -158,9 +228,9 @@ def restore_state(config, workdir: str, *, image_shape: Sequence[int],
   Args:
     config: the run's config (e.g. read back from `<workdir>/config.json`).
     workdir: the run's directory.
-    image_shape: (height, width, channels) of the training images.
-    method: the run's `Method`; default `ssljax.methods.get(
-      config.method.name)`.
+    image_shape: (height, width, channels) of the images the method was
+      initialised on (`ssljax.data.info(...).image_shape`).
+    method: the run's `Method`; default `ssljax.methods.build(config)`.
     step: the checkpoint to load; default the latest.
 
   Returns:
@@ -171,11 +241,12 @@ def restore_state(config, workdir: str, *, image_shape: Sequence[int],
     FileNotFoundError: if `workdir` holds no checkpoint.
     IncompatibleCheckpointError: if its checkpoint belongs to another config.
   """
-  method = methods.get(config.method.name) if method is None else method
+  config = fit_to_run(config)
+  method = methods.build(config) if method is None else method
   mesh = make_mesh(config)
-  tx = make_optimizer(config, trainable=method.optimizer_mask)
+  tx = make_optimizer(config, frozen=method.frozen)
   init = _initializer(config, method, tx, mesh,
-                      (config.batch_size, *tuple(image_shape)))
+                      {"image": (config.batch_size, *tuple(image_shape))})
   with Checkpointer(workdir) as ckpt:
     restored = ckpt.restore(config, jax.eval_shape(init), step=step,
                             data=False)
@@ -184,15 +255,30 @@ def restore_state(config, workdir: str, *, image_shape: Sequence[int],
   return restored[0]
 
 
-def _initializer(config, method, tx, mesh, batch_shape) -> Callable:
+def _image_shapes(batch: Mapping) -> dict:
+  """The global shapes of a batch's "image" or "crops"."""
+  if "image" in batch:
+    return {"image": batch["image"].shape}
+  return {"crops": tuple(c.shape for c in batch["crops"])}
+
+
+def _initializer(config, method, tx, mesh, shapes: Mapping) -> Callable:
   """A jitted `() -> TrainState` at step 0, replicated over `mesh`.
 
-  Built from constants only (the seed, zero images), so every process
-  creates the same state without exchanging arrays.
+  Built from constants only (the seed, zero images shaped like `shapes`),
+  so every process creates the same state without exchanging arrays.
   """
+  def zeros(shape):
+    return jnp.zeros(shape, jnp.uint8)
+
+  def batch():
+    if "image" in shapes:
+      return {"image": zeros(shapes["image"])}
+    return {"crops": tuple(zeros(s) for s in shapes["crops"])}
+
   return jax.jit(
-      lambda: create_train_state(config, method, jax.random.key(config.seed),
-                                 jnp.zeros(batch_shape, jnp.uint8), tx),
+      lambda: create_train_state(method, jax.random.key(config.seed), batch(),
+                                 tx),
       out_shardings=replicated(mesh))
 
 

@@ -14,17 +14,30 @@ Fields of `config.optimizer` (an `ml_collections.ConfigDict`):
 * `trust_coefficient` (default 1e-3): LARS's η.
 * `warmup_steps` (default 0): linear warm-up from 0 to the peak rate, then a
   cosine decay to 0 at `config.total_steps` (Loshchilov & Hutter 2017).
-
-Biases and normalisation parameters (every leaf of rank <= 1) get neither
-weight decay nor LARS's trust ratio, as in SimCLR (Chen et al. 2020, App. B.1)
-and BYOL (Grill et al. 2020, App. C.1).
+* `exclude_bias_and_norm` (default True): biases and normalisation
+  parameters (every leaf of rank <= 1) get neither weight decay nor LARS's
+  trust ratio, as in SimCLR (Chen et al. 2020, App. B.1), BYOL (Grill et al.
+  2020, App. C.1), MoCo v3 and DINO; False decays and adapts every
+  parameter, as the official code of MoCo v2, SimSiam, SwAV (LARC) and the
+  clustering methods does.
+* `weight_decay_end` (default None): the weight decay follows a cosine from
+  `weight_decay` to this value over the run (DINO's ViT schedule).
+* `clip_grad` (default 0, off): gradients are clipped to this norm before
+  the optimizer, over all parameters together, or each parameter tensor on
+  its own with `clip_per_parameter` (DINO's `clip_gradients`).
+* `bias_lr_scale` (default 1): the rate of biases and normalisation
+  parameters relative to the others (Barlow Twins' LARS: 0.0048 / 0.2).
+* `constant_lr_parts` (default ()): top-level parameter keys whose rate
+  stays at the peak instead of following the schedule (SimSiam's
+  predictor, `--fix-pred-lr`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from ssljax._common import (check_in_range, check_non_negative,
@@ -82,10 +95,11 @@ def learning_rate_schedule(config) -> optax.Schedule:
 
 
 def decay_mask(params: PyTree) -> PyTree:
-  """True for the leaves that get weight decay and LARS adaptation.
+  """True for the leaves that are not biases or normalisation parameters.
 
-  Kernels (rank >= 2) are decayed; biases and BatchNorm/LayerNorm scales and
-  offsets (rank <= 1) are not.
+  Kernels (rank >= 2) are True; biases and BatchNorm/LayerNorm scales and
+  offsets (rank <= 1) False. With `exclude_bias_and_norm` only the former
+  get weight decay and LARS adaptation.
 
   Example:
     >>> import jax.numpy as jnp
@@ -96,7 +110,87 @@ def decay_mask(params: PyTree) -> PyTree:
   return jax.tree.map(lambda x: x.ndim > 1, params)
 
 
-def make_optimizer(config, *, trainable: Optional[Callable] = None
+def map_param_trees(fn: Callable, state: PyTree, *rest: PyTree,
+                    params: PyTree) -> PyTree:
+  """`fn(subtree, *rest_subtrees)` on every subtree of an optimizer state
+  shaped like `params` (momentum traces, Adam moments, also inside chained
+  or masked states); every other node is kept from `state`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> params = {"w": jnp.ones(2)}
+    >>> state = optax.adam(0.1).init(params)
+    >>> zeroed = map_param_trees(
+    ...     lambda tree: jax.tree.map(lambda x: x - x + 7, tree), state,
+    ...     params=params)
+    >>> print(zeroed[0].mu["w"].tolist(), int(zeroed[0].count))
+    [7.0, 7.0] 0
+  """
+  structure = jax.tree.structure(params)
+
+  def is_params(node) -> bool:
+    return jax.tree.structure(node) == structure
+
+  return jax.tree.map(
+      lambda node, *others: fn(node, *others) if is_params(node) else node,
+      state, *rest, is_leaf=is_params)
+
+
+class FreezeState(NamedTuple):
+  """`freeze`'s state: the wrapped optimizer's and the update count."""
+  inner: optax.OptState
+  count: jax.Array
+
+
+def freeze(inner: optax.GradientTransformation,
+           frozen: Callable[[PyTree, jax.Array], PyTree]
+           ) -> optax.GradientTransformation:
+  """`inner`, but parameters frozen at the current step do not move.
+
+  At update t (t = 0, 1, ... counted here), `mask = frozen(params, t)`, a
+  pytree of bools shaped like `params`; where it is True the update is zero
+  and the optimizer state (momentum, Adam moments) keeps its old value, as
+  PyTorch optimizers skip a parameter whose gradient is None (DINO's frozen
+  last layer, SwAV's prototypes): weight decay does not touch it either.
+  Global counters (Adam's step count) advance for everyone.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> tx = freeze(optax.sgd(1.0, momentum=0.9),
+    ...             lambda params, t: {"a": t < 1, "b": jnp.bool_(False)})
+    >>> params = {"a": jnp.ones(1), "b": jnp.ones(1)}
+    >>> state = tx.init(params)
+    >>> g = {"a": jnp.ones(1), "b": jnp.ones(1)}
+    >>> u, state = tx.update(g, state, params)
+    >>> print(float(u["a"][0]), float(u["b"][0]))
+    0.0 -1.0
+    >>> u, state = tx.update(g, state, params)  # t = 1: "a" thaws
+    >>> print(float(u["a"][0]), round(float(u["b"][0]), 4))
+    -1.0 -1.9
+  """
+
+  def init(params):
+    return FreezeState(inner.init(params), jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("freeze: `params` are needed to build the mask.")
+    mask = frozen(params, state.count)
+    new_updates, new_inner = inner.update(updates, state.inner, params)
+
+    def keep_frozen(new, old):
+      return jax.tree.map(lambda m, n, o: jnp.where(m, o, n), mask, new, old)
+
+    new_updates = jax.tree.map(lambda m, u: jnp.where(m, jnp.zeros_like(u), u),
+                               mask, new_updates)
+    new_inner = map_param_trees(keep_frozen, new_inner, state.inner,
+                                params=params)
+    return new_updates, FreezeState(new_inner, state.count + 1)
+
+  return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(config, *, frozen: Optional[Callable] = None
                    ) -> optax.GradientTransformation:
   """The optimizer named by `config.optimizer.name` (see module docstring).
 
@@ -111,9 +205,9 @@ def make_optimizer(config, *, trainable: Optional[Callable] = None
 
   Args:
     config: experiment config (`optimizer`, `batch_size`, `total_steps`).
-    trainable: optional `trainable(params) -> pytree of bools` (a method's
-      `optimizer_mask`); leaves marked False get a zero update and no
-      optimizer state.
+    frozen: optional `frozen(params, step) -> pytree of bools` (a method's
+      `Method.frozen`); parameters marked True at a step neither move nor
+      advance their optimizer state (`freeze`).
 
   Returns:
     An `optax.GradientTransformation`.
@@ -131,7 +225,8 @@ def make_optimizer(config, *, trainable: Optional[Callable] = None
     ...     batch_size=256, total_steps=100,
     ...     optimizer=dict(name="sgd", learning_rate=0.1, weight_decay=0.0,
     ...                    momentum=0.0)))
-    >>> tx = make_optimizer(config, trainable=lambda p: {"a": True, "b": False})
+    >>> tx = make_optimizer(
+    ...     config, frozen=lambda p, t: {"a": t < 0, "b": t >= 0})
     >>> params = {"a": jnp.ones(2), "b": jnp.ones(2)}
     >>> grads = {"a": jnp.ones(2), "b": jnp.ones(2)}
     >>> updates, _ = tx.update(grads, tx.init(params), params)
@@ -144,21 +239,79 @@ def make_optimizer(config, *, trainable: Optional[Callable] = None
   check_non_negative(weight_decay, "config.optimizer.weight_decay", fn)
   momentum = opt.get("momentum", 0.9)
   check_in_range(momentum, 0.0, 1.0, "config.optimizer.momentum", fn)
-  lr = learning_rate_schedule(config)
-  if opt.name == "lars":
-    tx = optax.lars(lr, weight_decay=weight_decay, weight_decay_mask=decay_mask,
-                    trust_coefficient=opt.get("trust_coefficient", 1e-3),
-                    trust_ratio_mask=decay_mask, momentum=momentum)
-  elif opt.name == "adamw":
-    tx = optax.adamw(lr, b1=momentum, b2=opt.get("b2", 0.999),
-                     weight_decay=weight_decay, mask=decay_mask)
-  elif opt.name == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(weight_decay, mask=decay_mask),
-                     optax.sgd(lr, momentum=momentum or None))
-  else:
+  if opt.name not in OPTIMIZERS:
     raise ValueError(
         f"{fn}: `config.optimizer.name` must be one of {OPTIMIZERS}, "
         f"got {opt.name!r}.")
-  if trainable is None:
-    return tx
-  return optax.partition({True: tx, False: optax.set_to_zero()}, trainable)
+  mask = decay_mask if opt.get("exclude_bias_and_norm", True) else True
+  decay = _weight_decay(config, weight_decay)
+
+  def base(lr):
+    if opt.name == "lars":
+      return optax.lars(lr, weight_decay=decay, weight_decay_mask=mask,
+                        trust_coefficient=opt.get("trust_coefficient", 1e-3),
+                        trust_ratio_mask=mask, momentum=momentum)
+    if opt.name == "adamw":
+      return optax.adamw(lr, b1=momentum, b2=opt.get("b2", 0.999),
+                         weight_decay=decay, mask=mask)
+    return optax.chain(optax.add_decayed_weights(decay, mask=mask),
+                       optax.sgd(lr, momentum=momentum or None))
+
+  schedule = learning_rate_schedule(config)
+  tx = base(schedule)
+  constant = tuple(opt.get("constant_lr_parts", ()))
+  if constant:
+    peak = schedule(max(opt.get("warmup_steps", 0), 0))
+    tx = optax.multi_transform(
+        {"schedule": tx, "constant": base(peak)},
+        lambda params: {k: jax.tree.map(
+            lambda _, k=k: "constant" if k in constant else "schedule", v)
+                        for k, v in params.items()})
+  tx = optax.chain(*_clipping(opt, fn), tx,
+                   *_bias_scaling(opt.get("bias_lr_scale", 1.0), fn))
+  return tx if frozen is None else freeze(tx, frozen)
+
+
+def _weight_decay(config, start: float):
+  """The weight decay: a number, or a cosine from it to `weight_decay_end`
+  over the run (DINO: 0.04 → 0.4)."""
+  end = config.optimizer.get("weight_decay_end")
+  if end is None or end == start:
+    return start
+  check_non_negative(end, "config.optimizer.weight_decay_end",
+                     "make_optimizer")
+
+  def schedule(step):
+    progress = jnp.clip(step / config.total_steps, 0.0, 1.0)
+    return end + 0.5 * (start - end) * (1 + jnp.cos(jnp.pi * progress))
+
+  return schedule
+
+
+def _clipping(opt, fn: str) -> tuple[optax.GradientTransformation, ...]:
+  """Gradient clipping to `clip_grad`: global norm, or per parameter."""
+  limit = opt.get("clip_grad", 0.0)
+  check_non_negative(limit, "config.optimizer.clip_grad", fn)
+  if not limit:
+    return ()
+  if not opt.get("clip_per_parameter", False):
+    return (optax.clip_by_global_norm(limit),)
+
+  def clip(g):
+    # DINO's clip_gradients: g ← g · min(1, c / (||g|| + 1e-6)) per tensor.
+    return g * jnp.minimum(1.0, limit / (jnp.linalg.norm(g) + 1e-6))
+
+  return (optax.stateless(lambda updates, params: jax.tree.map(clip,
+                                                               updates)),)
+
+
+def _bias_scaling(scale: float, fn: str
+                  ) -> tuple[optax.GradientTransformation, ...]:
+  """Scales the updates of biases and norms (rank <= 1) by `scale`; as the
+  updates are linear in the rate, this is their own rate."""
+  check_positive(scale, "config.optimizer.bias_lr_scale", fn)
+  if scale == 1.0:
+    return ()
+  return (optax.masked(optax.scale(scale),
+                       lambda params: jax.tree.map(lambda x: x.ndim <= 1,
+                                                   params)),)

@@ -37,13 +37,12 @@ class TrainState(NamedTuple):
   rng: jax.Array
 
 
-def create_train_state(config, method, rng: jax.Array, images: jax.Array,
+def create_train_state(method, rng: jax.Array, images: jax.Array,
                        tx: optax.GradientTransformation) -> TrainState:
   """Initialises the method's networks and state and the optimizer at step 0.
 
   Args:
-    config: the experiment config, passed to `method.init`.
-    method: a `ssljax.methods.base.Method`.
+    method: a `ssljax.methods.Method`.
     rng: a typed PRNG key (`jax.random.key(seed)`); split into the
       initialisation key and the run's step key.
     images: a uint8 batch [B, H, W, C], used for shapes only.
@@ -58,10 +57,9 @@ def create_train_state(config, method, rng: jax.Array, images: jax.Array,
     >>> from ssljax.train import create_train_state
     >>> linear = Method(
     ...     name="linear", loss=None, post_update=None, encode=None,
-    ...     default_config=None,
-    ...     init=lambda config, rng, images: (
-    ...         {"w": jax.random.normal(rng, (images.shape[-1], 4))}, {}, {}))
-    >>> state = create_train_state(None, linear, jax.random.key(0),
+    ...     init=lambda rng, images: (
+    ...         {"w": jax.random.normal(rng, (images.shape[-1], 4))}, {}, ()))
+    >>> state = create_train_state(linear, jax.random.key(0),
     ...                            jnp.zeros((2, 8, 8, 3), jnp.uint8),
     ...                            optax.sgd(0.1))
     >>> print(int(state.step), state.params["w"].shape)
@@ -73,7 +71,7 @@ def create_train_state(config, method, rng: jax.Array, images: jax.Array,
   # time; fixing the types here keeps it to one compilation.
   params, model_state, method_state = jax.tree.map(
       lambda x: jnp.asarray(x, jnp.result_type(x)),
-      method.init(config, init_rng, images))
+      method.init(init_rng, images))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     model_state=model_state, opt_state=tx.init(params),
                     method_state=method_state, rng=rng)

@@ -1,0 +1,23 @@
+"""DCL (Yeh et al. 2022) experiment configs: SimCLR's recipes, DCL's loss.
+
+    python experiments/pretrain.py --config=configs/dcl.py:cifar10
+
+`get_config(arg)`: arg = preset[,key=value...], see `configs/common.py`.
+Published linear top-1 that the presets target:
+  cifar10, cifar100, imagenet100  none published for these recipes
+                (solo-learn's SimCLR settings with DCL's loss)
+  imagenet2012  68.2  ResNet-50, 200 epochs, batch 256 (ECCV paper's
+                      abstract, tuned settings; 66.9 with SimCLR's)
+  mnist5k       none published; a row of the README table.
+"""
+
+from configs import common, simclr
+
+RECIPES = {**simclr.RECIPES,
+           "imagenet2012": {"batch_size": 256, "total_epochs": 200.0,
+                            "optimizer.learning_rate": 0.3,
+                            "optimizer.weight_decay": 1e-6}}
+
+
+def get_config(arg: str = "mnist5k"):
+  return common.get_config("dcl", arg, RECIPES)
