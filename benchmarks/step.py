@@ -90,16 +90,17 @@ def experiment_config(name: str, setup: dict, batch: int):
 
 def benchmark(name: str, setup: dict, *, batch: int, steps: int) -> dict:
   """Compiles `name`'s step, times it; FLOPs, seconds and images per step."""
-  method = methods.get(name)
-  config = experiment_config(name, setup, batch)
+  config = train.fit_to_run(experiment_config(name, setup, batch))
+  method = methods.build(config)
   mesh = train.make_mesh(config)
   train.check_batch_size(batch, mesh)
-  tx = train.make_optimizer(config, trainable=method.optimizer_mask)
+  tx = train.make_optimizer(config, frozen=method.frozen)
   shape = (batch, setup["image_size"], setup["image_size"],
            len(config.dataset.mean))
   state = jax.jit(
-      lambda: train.create_train_state(config, method, jax.random.key(0),
-                                       jnp.zeros(shape, jnp.uint8), tx),
+      lambda: train.create_train_state(
+          method, jax.random.key(0), {"image": jnp.zeros(shape, jnp.uint8)},
+          tx),
       out_shardings=train.replicated(mesh))()
   rng = np.random.default_rng(0)
   batch_data = jax.device_put(

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 from absl import flags, logging
 
+from configs import common
 from ssljax import train
 from ssljax.train import distributed, evaluation, metrics as metrics_lib
 from ssljax.train.loop import CONFIG_FILE
@@ -45,9 +46,12 @@ def start() -> None:
 def pretrain(config, workdir: str) -> dict[str, float]:
   """Trains with evaluation in `workdir`; returns the final metrics.
 
-  On process 0, a finished run also writes `summary.json` and `curves.png`.
-  A workdir whose run was already finished returns its `summary.json`.
+  An image folder's facts (classes, size, statistics) are read first
+  (`configs.common.resolve_dataset`). On process 0, a finished run also
+  writes `summary.json` and `curves.png`. A workdir whose run was already
+  finished returns its `summary.json`.
   """
+  common.resolve_dataset(config)
   final = train.train(config, workdir,
                       hooks=[evaluation.evaluation_hook(config)])
   if final["step"] < config.total_steps:  # Stopped by SIGTERM.

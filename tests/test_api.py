@@ -1,10 +1,14 @@
 """The public API contract of DESIGN.md: names, signatures and docstrings."""
 
+import ast
 import doctest
 import importlib
 import inspect
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +18,7 @@ from ssljax import losses, state
 # name -> keyword defaults fixed by DESIGN.md's contract table.
 LOSS_CONTRACT = {
     "nt_xent": {"temperature": 0.5, "axis_name": None},
+    "dcl": {"temperature": 0.1, "weighted": False, "axis_name": None},
     "info_nce": {"temperature": 1.0},
     "moco": {"temperature": 0.2},
     "nnclr": {"temperature": 0.1, "axis_name": None},
@@ -42,7 +47,7 @@ LOSS_CONTRACT = {
 }
 
 POSITIONAL = {
-    "nt_xent": ["z1", "z2"], "info_nce": ["query", "positive", "negatives"],
+    "nt_xent": ["z1", "z2"], "dcl": ["z1", "z2"], "info_nce": ["query", "positive", "negatives"],
     "moco": ["query", "key", "queue"], "nnclr": ["z1", "z2", "support"],
     "supcon": ["features", "labels"], "clip": ["a", "b"],
     "bilinear_info_nce": ["query", "key", "w"],
@@ -104,3 +109,66 @@ def test_docstring_examples_run(module_name):
     runner.run(test)
   result = runner.summarize(verbose=False)
   assert result.failed == 0, f"{result.failed} docstring example(s) failed"
+
+
+# DESIGN.md's method list: every one is a factory of `ssljax.methods`.
+METHODS = ("simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins",
+           "vicreg", "dino", "swav", "sela", "deepcluster", "deepercluster",
+           "pcl", "nnclr", "supcon", "dcl", "cpc", "clip", "metric",
+           "rotation", "jigsaw", "relative_patch", "context_encoder",
+           "colorization", "denoising_autoencoder", "exemplar", "mae", "ibot",
+           "ijepa")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_method_factory_contract(name):
+  """Registered under its own name, exported as `methods.<name>`, keyword-
+  only hyper-parameters that all have defaults a config can hold, and a
+  module docstring with the paper and a runnable example."""
+  from ssljax import methods  # pylint: disable=import-outside-toplevel
+  factory = methods.get(name)
+  assert getattr(methods, name) is factory and factory.__name__ == name
+  for parameter in inspect.signature(factory).parameters.values():
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY, parameter
+    assert parameter.default is not inspect.Parameter.empty, parameter
+  doc = inspect.getdoc(importlib.import_module(factory.__module__)) or ""
+  assert ">>>" in doc and re.search(r"\b(19|20)\d\d\b", doc), name
+
+
+def test_light_imports():
+  """`import ssljax.losses` / `ssljax.methods` load no input pipeline (tfds,
+  grain) and no TensorFlow."""
+  code = ("import sys, ssljax.losses, ssljax.methods, ssljax.state; "
+          "print(sorted(m for m in ('tensorflow_datasets', 'grain', "
+          "'tensorflow') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True)
+  assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_no_package_imports_another_packages_private_module():
+  """`ssljax.<a>` may import `ssljax.<b>.<name>` only for a public name
+  (no leading underscore) when a != b."""
+  root = os.path.dirname(ssljax.__file__)
+  offending = []
+  for directory, _, files in os.walk(root):
+    for file in files:
+      if not file.endswith(".py"):
+        continue
+      path = os.path.join(directory, file)
+      package = os.path.relpath(path, root).split(os.sep)[0]
+      with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+      for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+          names = [node.module] + [f"{node.module}.{a.name}"
+                                   for a in node.names]
+        elif isinstance(node, ast.Import):
+          names = [a.name for a in node.names]
+        for name in names:
+          parts = name.split(".")
+          if (parts[0] == "ssljax" and len(parts) > 2
+              and parts[1] != package and parts[2].startswith("_")):
+            offending.append(f"{path}: {name}")
+  assert not offending, "\n".join(offending)

@@ -22,13 +22,13 @@ from ssljax.train.metrics import read_metrics
 def run(config, workdir, hooks=()):
   images, labels = toy.toy_images()
   data = toy.ArrayIterator(images, labels, global_batch=config.batch_size)
-  return train.train(config, str(workdir), method=toy.TOY, data=data,
+  return train.train(config, str(workdir), data=data,
                      hooks=hooks)
 
 
 def load(config, workdir, step=None):
   return train.restore_state(config, str(workdir), image_shape=(8, 8, 1),
-                             method=toy.TOY, step=step)
+                             step=step)
 
 
 def host_leaves(state):

@@ -7,7 +7,6 @@ cosine schedule with linear warm-up: Loshchilov & Hutter 2017, Goyal et al.
 composition of the method's loss gradient, the numpy optimizer and the EMA.
 """
 
-import functools
 import math
 import os
 
@@ -18,7 +17,7 @@ import optax
 import pytest
 
 import _multihost_toy as toy
-from ssljax import train
+from ssljax import methods, train
 
 
 def numpy_lr(t, *, base, batch_size, warmup, total):
@@ -128,19 +127,91 @@ def test_optimizer_matches_numpy_reference(name):
     assert not np.allclose(current[k], params[k])
 
 
-def test_trainable_mask_freezes_leaves():
+def test_frozen_schedule_stops_updates_and_optimizer_state():
+  """A leaf frozen for the first 2 updates neither moves nor accumulates
+  momentum then (as PyTorch skips a parameter without gradient); after,
+  it moves like a fresh parameter of the same optimizer."""
   config = toy.make_config(**{"optimizer.name": "sgd",
-                              "optimizer.warmup_steps": 0})
-  params = {"a": jnp.ones((2, 2)), "frozen": jnp.ones((2, 2))}
-  tx = train.make_optimizer(config,
-                            trainable=lambda p: {"a": True, "frozen": False})
-  state = tx.init(params)
-  for _ in range(3):
-    updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state,
-                               params)
+                              "optimizer.warmup_steps": 0,
+                              "optimizer.weight_decay": 0.1})
+  params = {"a": jnp.ones((2, 2)), "late": jnp.ones((2, 2))}
+  tx = train.make_optimizer(
+      config, frozen=lambda p, t: {"a": jnp.bool_(False), "late": t < 2})
+  reference = train.make_optimizer(config)
+  state, ref_state = tx.init(params), reference.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  moved = []
+  for t in range(4):
+    updates, state = tx.update(grads, state, params)
+    ref_updates, ref_state = reference.update(grads, ref_state, params)
+    moved.append(float(jnp.abs(updates["late"]).max()))
+    np.testing.assert_allclose(updates["a"], ref_updates["a"], rtol=1e-6)
+    if t == 2:
+      # Its first real update: the rate of step 2, no momentum from before.
+      lr = train.learning_rate_schedule(config)(2)
+      np.testing.assert_allclose(updates["late"], -lr * (1.0 + 0.1),
+                                 rtol=1e-5)
     params = optax.apply_updates(params, updates)
-  np.testing.assert_array_equal(params["frozen"], 1.0)
-  assert np.all(params["a"] < 1.0)
+  assert moved[:2] == [0.0, 0.0] and moved[2] > 0 and moved[3] > 0
+
+
+def test_parameter_groups_follow_the_official_code():
+  """exclude_bias_and_norm=False decays biases too; bias_lr_scale scales
+  the biases' updates; constant_lr_parts keep the peak rate; clip_grad per
+  parameter clips each tensor to the norm; weight_decay_end schedules the
+  decay (numpy from the rules)."""
+  base = {"optimizer.name": "sgd", "optimizer.momentum": 0.0,
+          "optimizer.warmup_steps": 0, "optimizer.weight_decay": 0.5,
+          "total_steps": 4}
+  params = {"head": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.ones(2)},
+            "pred": {"kernel": jnp.ones((2, 2))}}
+  grads = jax.tree.map(jnp.ones_like, params)
+
+  def first_update(**fields):
+    config = toy.make_config(**base, **{f"optimizer.{k}": v
+                                        for k, v in fields.items()})
+    tx = train.make_optimizer(config)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return updates, train.learning_rate_schedule(config)
+
+  updates, lr = first_update(exclude_bias_and_norm=False)
+  np.testing.assert_allclose(updates["head"]["bias"], -lr(0) * 1.5, rtol=1e-6)
+  updates, lr = first_update()
+  np.testing.assert_allclose(updates["head"]["bias"], -lr(0) * 1.0, rtol=1e-6)
+  updates, lr = first_update(bias_lr_scale=0.25)
+  np.testing.assert_allclose(updates["head"]["bias"], -0.25 * lr(0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(updates["head"]["kernel"], -lr(0) * 2.0,
+                             rtol=1e-6)
+  config = toy.make_config(**base, **{"optimizer.constant_lr_parts":
+                                      ("pred",)})
+  tx, lr = train.make_optimizer(config), train.learning_rate_schedule(config)
+  state = tx.init(params)
+  for t in range(3):
+    updates, state = tx.update(grads, state, params)
+  np.testing.assert_allclose(updates["pred"]["kernel"], -lr(0) * 1.5,
+                             rtol=1e-6)
+  np.testing.assert_allclose(updates["head"]["kernel"], -lr(2) * 2.0,
+                             rtol=1e-6)
+  big = jax.tree.map(lambda x: 10 * jnp.ones_like(x), params)
+  config = toy.make_config(**{**base, "optimizer.clip_grad": 3.0,
+                              "optimizer.clip_per_parameter": True,
+                              "optimizer.weight_decay": 0.0})
+  tx, lr = train.make_optimizer(config), train.learning_rate_schedule(config)
+  updates, _ = tx.update(big, tx.init(params), params)
+  for leaf in jax.tree.leaves(updates):
+    np.testing.assert_allclose(np.linalg.norm(leaf), 3.0 * lr(0), rtol=1e-5)
+  config = toy.make_config(**base, **{"optimizer.weight_decay_end": 0.1,
+                                      "optimizer.exclude_bias_and_norm":
+                                      False})
+  tx, lr = train.make_optimizer(config), train.learning_rate_schedule(config)
+  state = tx.init(params)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  for t in range(3):
+    updates, state = tx.update(zero, state, params)
+    decay = 0.1 + 0.5 * 0.4 * (1 + math.cos(math.pi * t / 4))
+    np.testing.assert_allclose(updates["head"]["bias"], -lr(t) * decay,
+                               rtol=1e-5)
 
 
 @pytest.mark.parametrize("field,value", [
@@ -177,11 +248,12 @@ def test_check_batch_size():
 # ----------------------------------------------------------------- step ---
 
 
-def init_state(config, mesh, method=toy.TOY, shape=(16, 8, 8, 1)):
-  tx = train.make_optimizer(config, trainable=method.optimizer_mask)
+def init_state(config, mesh, method, shape=(16, 8, 8, 1)):
+  tx = train.make_optimizer(config, frozen=method.frozen)
   state = jax.jit(
-      lambda: train.create_train_state(config, method, jax.random.key(0),
-                                       jnp.zeros(shape, jnp.uint8), tx),
+      lambda: train.create_train_state(
+          method, jax.random.key(0), {"image": jnp.zeros(shape, jnp.uint8)},
+          tx),
       out_shardings=train.replicated(mesh))()
   return state, tx
 
@@ -200,10 +272,11 @@ def host_copy(state):
   return data._replace(rng=jax.random.wrap_key_data(data.rng))
 
 
-def run_steps(config, batches, method=toy.TOY):
-  """Runs the jitted step; returns the states before and after each step
-  (host copies), each step's metrics and the number of compilations after
-  the first step."""
+def run_steps(config, batches, method=None):
+  """Runs the jitted step of `method` (default: the config's); returns the
+  states before and after each step (host copies), each step's metrics and
+  the number of compilations after the first step."""
+  method = methods.build(config) if method is None else method
   mesh = train.make_mesh(config)
   state, tx = init_state(config, mesh, method,
                          shape=batches[0]["image"].shape)
@@ -249,8 +322,7 @@ def test_step_matches_explicit_update():
   params = jax.tree.map(np.float64, state.params)
   model_state, ema = state.model_state, state.method_state["ema"]
   slots = {}
-  grad_fn = jax.jit(jax.value_and_grad(functools.partial(toy.loss, config),
-                                       has_aux=True))
+  grad_fn = jax.jit(jax.value_and_grad(toy.TOY.loss, has_aux=True))
   for t, batch in enumerate(batches):
     flat_params = jax.tree.map(np.float32, params)
     (loss, out), grads = grad_fn(flat_params, model_state, None, batch,
@@ -258,7 +330,7 @@ def test_step_matches_explicit_update():
     lr = numpy_lr(t, base=0.5, batch_size=16, warmup=1, total=6)
     flat = lambda tree: {jax.tree_util.keystr(p): np.asarray(x) for p, x in
                          jax.tree_util.tree_flatten_with_path(tree)[0]}
-    trainable = flat(toy.optimizer_mask(params))
+    trainable = flat(jax.tree.map(jnp.logical_not, toy.frozen(params, t)))
     new = numpy_update("sgd", flat(params), flat(grads), slots, t, lr=lr,
                        wd=0.01, momentum=0.9, trainable=trainable)
     params = jax.tree.unflatten(jax.tree.structure(params), [
@@ -326,7 +398,7 @@ def test_step_keys_are_fold_in_of_the_step(eight_device_run):
 def test_bfloat16_compute_keeps_float32_params(eight_device_run):
   _, metrics32, _ = eight_device_run
   history, metrics, _ = run_steps(
-      toy.make_config(compute_dtype="bfloat16"), toy_batches(3))
+      toy.make_config(**{"method.dtype": "bfloat16"}), toy_batches(3))
   for m in metrics:
     assert np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])
   assert {x.dtype for x in jax.tree.leaves(history[-1].params)} == {
@@ -338,7 +410,7 @@ def test_bfloat16_compute_keeps_float32_params(eight_device_run):
 def test_create_train_state_fixes_weak_types():
   config = toy.make_config()
   state = train.create_train_state(
-      config, toy.TOY, jax.random.key(0), jnp.zeros((4, 8, 8, 1), jnp.uint8),
+      toy.TOY, jax.random.key(0), jnp.zeros((4, 8, 8, 1), jnp.uint8),
       train.make_optimizer(config))
   assert int(state.step) == 0 and state.step.dtype == jnp.int32
   assert not any(x.weak_type for x in jax.tree.leaves(
@@ -349,13 +421,10 @@ def test_create_train_state_fixes_weak_types():
 def test_simclr_from_the_registry_trains_on_the_mesh():
   """A method of the registry through the same step (views without random
   augmentations, to keep compilation short)."""
-  methods = pytest.importorskip("ssljax.methods")
-  simclr = methods.get("simclr")
   config = toy.make_config()
-  config.method = simclr.default_config()
-  config.method.update(backbone="tiny_cnn", proj_hidden_dim=16, proj_dim=8,
-                       temperature=0.2)
-  config.method.augment.preset = "none"
+  config.method = dict(name="simclr", backbone="tiny_cnn", proj_hidden_dim=16,
+                       proj_dim=8, temperature=0.2, augment={"preset": "none"})
+  simclr = methods.build(config)
   images, labels = toy.toy_images(n=48, size=8, channels=3)
   batches = [{"image": images[i:i + 16], "label": labels[i:i + 16]}
              for i in (0, 16, 32)]

@@ -29,23 +29,35 @@ Where each stage runs, and the measurements behind it: docs/data.md. tfds
 and grain are imported only in this package.
 """
 
-from ssljax.data import augment
-from ssljax.data._balanced import BalancedBatches, balanced, balanced_indices
-from ssljax.data._datasets import DATASETS
-from ssljax.data._datasets import DatasetInfo
-from ssljax.data._datasets import default_data_dir
-from ssljax.data._datasets import info
-from ssljax.data._datasets import load
-from ssljax.data._folder import folder_stats
-from ssljax.data._pipeline import CheckedSource
-from ssljax.data._pipeline import DevicePrefetch
-from ssljax.data._pipeline import HostDecodedBatches
-from ssljax.data._pipeline import pipeline
-from ssljax.data._pipeline import to_global_array
+import importlib
+from typing import Any
 
-__all__ = [
-    "augment", "DATASETS", "DatasetInfo", "default_data_dir", "info", "load",
-    "folder_stats", "CheckedSource", "DevicePrefetch", "HostDecodedBatches",
-    "pipeline", "to_global_array", "BalancedBatches", "balanced",
-    "balanced_indices",
-]
+from ssljax.data import augment
+
+# Public name -> private module. Loaded on first use, so that importing
+# `ssljax.data.augment` (the methods do, for their views) imports neither
+# tfds nor grain.
+_LAZY = {
+    "BalancedBatches": "_balanced", "balanced": "_balanced",
+    "balanced_indices": "_balanced", "DATASETS": "_datasets",
+    "DatasetInfo": "_datasets", "default_data_dir": "_datasets",
+    "info": "_datasets", "load": "_datasets", "folder_stats": "_folder",
+    "CheckedSource": "_pipeline", "DevicePrefetch": "_pipeline",
+    "HostDecodedBatches": "_pipeline", "pipeline": "_pipeline",
+    "to_global_array": "_pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _LAZY:
+    raise AttributeError(f"module 'ssljax.data' has no attribute {name!r}")
+  value = getattr(importlib.import_module(f"ssljax.data.{_LAZY[name]}"), name)
+  globals()[name] = value
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["augment", *_LAZY]

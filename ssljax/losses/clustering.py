@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssljax import _common
-from ssljax.state._sinkhorn import sinkhorn
+from ssljax.state import sinkhorn
 
 ArrayOrArrays = Union[jax.Array, Sequence[jax.Array]]
 
