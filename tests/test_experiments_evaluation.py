@@ -53,38 +53,33 @@ def test_score_caps_k_at_the_training_set():
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-  method = methods.get("simclr")
-  config = ml_collections.ConfigDict(dict(
-      method=method.default_config(), dataset=dict(name="mnist5k"),
-      batch_size=96, total_steps=5, seed=0, mesh=dict(data=-1),
-      checkpoint_every=3,
+  return ml_collections.ConfigDict(dict(
+      method=dict(name="simclr", backbone="tiny_cnn",
+                  backbone_kwargs={"width": 4}, proj_hidden_dim=8,
+                  proj_dim=4),
+      dataset=dict(name="mnist5k"), batch_size=96, total_steps=5, seed=0,
+      mesh=dict(data=-1), checkpoint_every=3,
       data_dir=str(tmp_path_factory.mktemp("data"))))
-  config.method.update(backbone="tiny_cnn", backbone_kwargs={"width": 4},
-                       proj_hidden_dim=8, proj_dim=4)
-  return config
 
 
 def test_encode_split_equals_one_call_on_one_device(config):
   """1000 test images in padded batches of 96 over 8 devices: every image
   once, in dataset order, as encoding all of them in one call."""
-  method = methods.get("simclr")
+  method = methods.build(config)
   images = next(data.load("mnist5k", "test", batch_size=1000, shuffle=False,
                           num_epochs=1, data_dir=config.data_dir))
-  params, model_state, _ = method.init(config, jax.random.key(0),
-                                       images["image"][:8])
+  tree = method.init(jax.random.key(0), images["image"][:8])
   mesh = make_mesh(config)
   assert mesh.size == 8
   features, labels = evaluation.encode_split(
-      config, evaluation.method_encoder(config, method, mesh),
-      (params, model_state), "test", mesh=mesh)
-  expected = jax.jit(lambda im: method.encode(config, params, model_state,
-                                              im))(images["image"])
+      config, evaluation.method_encoder(method, mesh), tree, "test",
+      mesh=mesh)
+  expected = jax.jit(lambda im: method.encode(*tree, im))(images["image"])
   np.testing.assert_array_equal(labels, images["label"])
   np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
   assert features.dtype == np.float32
   with pytest.raises(ValueError, match="split"):
-    evaluation.encode_split(config, None, (params, model_state),
-                            "validation", mesh=mesh)
+    evaluation.encode_split(config, None, tree, "validation", mesh=mesh)
 
 
 def test_eval_every_defaults_to_the_checkpoint_interval(config):

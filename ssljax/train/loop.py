@@ -187,6 +187,8 @@ def fit_to_run(config):
     1
   """
   keys = config.get("epoch_settings") or ()
+  if not keys:
+    return config
   planned = config.get("total_epochs", 0) * (
       config.dataset.train_size // config.batch_size)
   total = config.total_steps
