@@ -17,59 +17,16 @@ from PIL import Image
 from ssljax import data
 from ssljax.data import _datasets
 from ssljax.data import _folder
+from _pictures import KINDS, make_folder, picture, save_picture
 
 SIZE = 16      # evaluation side in these tests
 VIEWS = [data.augment.ViewSpec(size=12), data.augment.ViewSpec(size=12),
          data.augment.ViewSpec(size=8, scale=(0.05, 0.4))]
 
 
-def _picture(height, width, seed):
-  rng = np.random.default_rng(seed)
-  coarse = (rng.random((4, 4, 3)) * 255).astype(np.uint8)
-  return np.asarray(Image.fromarray(coarse).resize((width, height),
-                                                   Image.Resampling.BILINEAR))
-
-
-def _save(path, seed, kind):
-  """A picture of a random size in one of several formats and modes."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  rng = np.random.default_rng(seed)
-  h, w = (int(x) for x in rng.integers(20, 60, 2))
-  rgb = _picture(h, w, seed)
-  if kind == "gray":
-    Image.fromarray(rgb).convert("L").save(path, "JPEG")
-  elif kind == "rgba":
-    Image.fromarray(rgb).convert("RGBA").save(path, "PNG")
-  elif kind == "cmyk":
-    Image.fromarray(rgb).convert("CMYK").save(path, "JPEG")
-  elif kind == "deep":
-    gray = np.asarray(Image.fromarray(rgb).convert("L"), np.uint16) * 257
-    Image.fromarray(gray).save(path, "PNG")
-  elif kind == "webp":
-    Image.fromarray(rgb).save(path, "WEBP")
-  else:
-    Image.fromarray(rgb).save(path, "JPEG", quality=90)
-
-
-KINDS = ("rgb", "gray", "rgba", "cmyk", "deep", "webp")
-EXTENSION = {"rgb": "jpg", "gray": "jpg", "rgba": "png", "cmyk": "jpeg",
-             "deep": "png", "webp": "webp"}
-
-
-def _make_folder(root, classes=("cat", "dog", "eel"), per_class=6,
-                 val_per_class=2):
-  for split, count in (("train", per_class), ("val", val_per_class)):
-    for c, name in enumerate(classes):
-      for i in range(count):
-        kind = KINDS[(i + c) % len(KINDS)]
-        _save(os.path.join(root, split, name, f"{i:02d}.{EXTENSION[kind]}"),
-              seed=(split == "val") * 1000 + 100 * c + i, kind=kind)
-  return str(root)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-  root = _make_folder(tmp_path_factory.mktemp("pictures"))
+  root = make_folder(tmp_path_factory.mktemp("pictures"))
   # Unreadable: a truncated JPEG and text named .jpg; ignored: a README.
   dog = os.path.join(root, "train", "dog")
   with open(os.path.join(dog, "00.jpg"), "rb") as f:
@@ -158,7 +115,7 @@ def test_evaluation_images_on_val(folder):
 
 def test_plain_images_are_unlabelled(tmp_path):
   for i in range(5):
-    _save(str(tmp_path / "train" / f"{i}.png"), i, KINDS[i])
+    save_picture(str(tmp_path / "train" / f"{i}.png"), i, KINDS[i])
   meta = data.info("imagefolder", path=str(tmp_path))
   assert not meta.labelled and meta.num_classes == 0 and meta.num_test == 0
   batch = next(_load(str(tmp_path), batch_size=5))
@@ -265,12 +222,12 @@ def test_folder_errors_name_the_path(folder, tmp_path):
   with pytest.raises(ValueError, match=f"{tmp_path / 'train'} holds no image"):
     _load(str(tmp_path))
   (tmp_path / "train" / "cat").mkdir()
-  _save(str(tmp_path / "train" / "loose.jpg"), 0, "rgb")
+  save_picture(str(tmp_path / "train" / "loose.jpg"), 0, "rgb")
   with pytest.raises(ValueError, match="both class subfolders"):
     _load(str(tmp_path))
   os.remove(tmp_path / "train" / "loose.jpg")
-  _save(str(tmp_path / "train" / "cat" / "a.jpg"), 0, "rgb")
-  _save(str(tmp_path / "val" / "cow" / "a.jpg"), 1, "rgb")
+  save_picture(str(tmp_path / "train" / "cat" / "a.jpg"), 0, "rgb")
+  save_picture(str(tmp_path / "val" / "cow" / "a.jpg"), 1, "rgb")
   with pytest.raises(ValueError, match=r"\['cow'\]"):
     data.info("imagefolder", path=str(tmp_path))
   with pytest.raises(ValueError, match="`path`"):
@@ -309,7 +266,7 @@ class SsljaxVariableJpegs(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self):
     for i in range(13):
       buffer = io.BytesIO()
-      Image.fromarray(_picture(20 + 3 * i, 50 - 2 * i, i)).save(buffer,
+      Image.fromarray(picture(20 + 3 * i, 50 - 2 * i, i)).save(buffer,
                                                                 "JPEG")
       yield i, {"image": buffer.getvalue(), "label": i % 3}
 
