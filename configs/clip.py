@@ -1,6 +1,6 @@
 """CLIP-style dual encoder (`ssljax.methods.clip`) experiment configs: two
 towers on BYOL's two asymmetric views of each image, CLIP's symmetric
-InfoNCE with a learned temperature.
+InfoNCE with a learned logit scale clamped to [1, 100] after each step.
 
     python experiments/pretrain.py --config=configs/clip.py:cifar10 \
         --workdir=runs/clip_cifar10
@@ -8,8 +8,10 @@ InfoNCE with a learned temperature.
 `get_config(arg)`: arg = preset[,key=value...], see `configs/common.py`.
 Published numbers: none for these presets (CLIP pairs images with texts;
 here both "modalities" are views of one image); mnist5k is a smoke run of a
-few minutes on a CPU. The optimizer follows CLIP (AdamW, β1 0.9, weight
-decay 0.2, the temperature not decayed) at rates for these batch sizes.
+few minutes on a CPU. The optimizer follows CLIP's ResNet recipe (AdamW,
+β1 0.9, β2 0.999, weight decay 0.2, gains, biases and the logit scale not
+decayed) at rates for these batch sizes. How this compares with the
+official code: docs/fidelity.md#clip.
 """
 
 from configs import common

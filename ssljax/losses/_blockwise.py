@@ -236,11 +236,21 @@ def row_logsumexp(q: jax.Array, k: jax.Array,
                   exclude: Optional[jax.Array] = None, *,
                   scale=1.0, implementation: str = "auto",
                   block_size: int = DEFAULT_BLOCK_SIZE) -> jax.Array:
-  """Dispatches to `dense_logsumexp` or `blockwise_logsumexp`.
+  """lse_i = log Σ_{j ∉ exclude_i} exp(scale · q_i · k_j) of every row.
 
-  "auto" is blockwise when the [N, M] logits would exceed
+  The denominator of a softmax cross-entropy over keys, the building block
+  of the contrastive losses (Oord et al. 2018, InfoNCE): `dense_logsumexp`
+  from the [N, M] logits, or `blockwise_logsumexp` in O(N·(D + block))
+  memory with its own VJP. "auto" is blockwise when the logits would exceed
   `AUTO_DENSE_MAX_ELEMENTS` elements. Callers validate `implementation` and
   `block_size` with `check_implementation` so errors name the public loss.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> q = jnp.array([[1., 0.]])
+    >>> k = jnp.array([[1., 0.], [0., 1.]])
+    >>> print(round(float(row_logsumexp(q, k)[0]), 4))  # log(e + 1)
+    1.3133
   """
   if use_blockwise(implementation, q.shape[0], k.shape[0]):
     return blockwise_logsumexp(q, k, exclude, scale=scale,
