@@ -15,6 +15,8 @@
 * the EMA target (`Target`, `init_target`, `update_target`) and schedules
   (`at`: a number or a `step -> value` function);
 * `encoder(...)`: `Method.encode` of the online backbone or of the target;
+* `redraw_dense` (with `torch_linear_init`): a head's dense layers drawn
+  again from the official code's initialisation;
 * `stateless_method` and `momentum_method`: whole `Method`s of the methods
   whose loss is one objective of the online pass (SimCLR, Barlow Twins...)
   or of online predictions against a momentum network (BYOL, MoCo v3).
@@ -309,7 +311,7 @@ def at(value: Schedule, step) -> jax.Array:
   """A setting at `step`: `value(step)` for a schedule, else the number.
 
   Example:
-    >>> print(float(at(0.5, 3)), float(at(lambda t: t / 10, 3)))
+    >>> print(float(at(0.5, 3)), round(float(at(lambda t: t / 10, 3)), 6))
     0.5 0.3
   """
   out = value(step) if callable(value) else value
@@ -409,6 +411,58 @@ def frozen_at(params: PyTree, path: Sequence[str], frozen: jax.Array
             for k, v in tree.items()}
 
   return mark(params, tuple(path))
+
+
+# `init(key, shape, fan_in) -> array`: a draw for `redraw_dense`.
+DenseInit = Callable[[jax.Array, tuple, int], jax.Array]
+
+
+def torch_linear_init(key: jax.Array, shape: tuple, fan_in: int
+                      ) -> jax.Array:
+  """PyTorch's default `nn.Linear` draw of a weight or bias:
+  U(−1/√fan_in, 1/√fan_in) (`kaiming_uniform_` with a = √5, and the bias),
+  where the official MoCo and DINO heads start."""
+  bound = 1.0 / jnp.sqrt(float(fan_in))
+  return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def redraw_dense(params: PyTree, rng: jax.Array, kernel_init: DenseInit,
+                 bias_init: Optional[DenseInit] = None) -> PyTree:
+  """`params` with every dense layer drawn again from an official init.
+
+  A dense layer is a dict holding a 2-D "kernel" [fan_in, out]: its kernel
+  becomes `kernel_init(key, shape, fan_in)` and, with `bias_init`, its
+  "bias" `bias_init(key, shape, fan_in)`; other leaves are kept. Each layer
+  gets its own key (folded from `rng` by its position in the tree).
+
+  Example:
+    >>> params = {"a": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros(2)},
+    ...           "scale": jnp.ones(2)}
+    >>> new = redraw_dense(params, jax.random.key(0), torch_linear_init,
+    ...                    torch_linear_init)
+    >>> print(bool(jnp.all(jnp.abs(new["a"]["kernel"]) <= 0.5)),
+    ...       bool(jnp.any(new["a"]["bias"] != 0)), new["scale"].tolist())
+    True True [1.0, 1.0]
+  """
+  counter = iter(range(len(jax.tree.leaves(params))))
+
+  def visit(node):
+    if not isinstance(node, Mapping):
+      return node
+    kernel = node.get("kernel")
+    if kernel is None or getattr(kernel, "ndim", 0) != 2:
+      return {k: visit(v) for k, v in node.items()}
+    key = jax.random.fold_in(rng, next(counter))
+    fan_in = kernel.shape[0]
+    new = dict(node, kernel=kernel_init(key, kernel.shape, fan_in).astype(
+        kernel.dtype))
+    if bias_init is not None and "bias" in node:
+      bias = node["bias"]
+      new["bias"] = bias_init(jax.random.fold_in(key, 1), bias.shape,
+                              fan_in).astype(bias.dtype)
+    return new
+
+  return visit(params)
 
 
 def keep(params, method_state, update, step):

@@ -1,14 +1,22 @@
 """DCL: SimCLR with the positive pair decoupled from the denominator.
 
 Yeh, Hong, Hsu, Liu, Chen & LeCun, "Decoupled Contrastive Learning", ECCV
-2022.
+2022. The authors released no code; this follows the paper on SimCLR's
+official network and views (`methods.simclr`).
 
-SimCLR's network and views; the loss is `ssljax.losses.dcl`, NT-Xent
-without the positive in the denominator (eq. 6), whose gradient no longer
-shrinks with easy positives, so that small batches train well. With
+The loss is `ssljax.losses.dcl`, NT-Xent without the positive in the
+denominator (eq. 6), whose gradient no longer shrinks with easy positives,
+so that small batches train well:
+
+    l_i = −cos(z_i, z_p(i)) / T + log Σ_{j ∉ {i, p(i)}} exp(cos(z_i, z_j) / T),
+
+summed over the two views' anchor means as SimCLR's official loss
+(`sum_views=True`; False: the mean over the 2N anchors). With
 `weighted=True` it is DCLW, the positive term weighted by the negative von
-Mises-Fisher weight of scale `sigma` = 0.5. Defaults are the paper's
-ImageNet settings on SimCLR (T = 0.1, projector 2048 → 128).
+Mises-Fisher weight of scale `sigma` = 0.5. Defaults are SimCLR's (the
+official head of 3 layers with output BatchNorm, T = 0.1), the settings the
+paper's ImageNet runs reuse; docs/fidelity.md#dcl lists the choices made
+where the paper is silent.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -26,31 +34,34 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
-from ssljax import losses, models
+from ssljax import _common, losses, models
 from ssljax.methods import _shared
 from ssljax.methods.base import Method
+from ssljax.methods.simclr import contrastive_method
 
 
 def dcl(*, backbone: str | models.Model = "resnet50",
         backbone_kwargs: Mapping | None = None,
         augment: Mapping = _shared.augment_config("simclr"),
         dtype: str = "float32", proj_hidden_dim: int = 2048,
-        proj_dim: int = 128, temperature: float = 0.1,
-        weighted: bool = False, sigma: float = 0.5,
-        view_batchnorm: str = "joint") -> Method:
+        proj_dim: int = 128, proj_layers: int = 3, proj_last_bn: bool = True,
+        temperature: float = 0.1, weighted: bool = False, sigma: float = 0.5,
+        sum_views: bool = True, view_batchnorm: str = "joint") -> Method:
   """DCL (see the module docstring); arguments as `methods.simclr`, plus
-  `weighted` (DCLW) and its `sigma`."""
-  setup = _shared.setup(backbone, backbone_kwargs, augment, dtype)
-  model = _shared.with_projector(setup, proj_hidden_dim, proj_dim)
+  `weighted` (DCLW) and its `sigma`.
 
-  def objective(run, batch):
-    del batch  # Unsupervised.
-    z = run.outputs["projection"]
-    return losses.dcl(z[0], z[1], temperature=temperature, weighted=weighted,
-                      sigma=sigma)
-
-  return _shared.stateless_method(
-      "dcl", setup, model, objective,
-      joint=_shared.check_view_batchnorm(view_batchnorm, "dcl"))
+  Raises:
+    ValueError: naming the argument, as `methods.simclr`, and for a
+      non-positive `sigma`.
+  """
+  _common.check_positive(sigma, "sigma", "dcl")
+  return contrastive_method(
+      "dcl", functools.partial(losses.dcl, weighted=weighted, sigma=sigma),
+      backbone=backbone, backbone_kwargs=backbone_kwargs, augment=augment,
+      dtype=dtype, proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
+      proj_layers=proj_layers, proj_last_bn=proj_last_bn,
+      temperature=temperature, sum_views=sum_views,
+      view_batchnorm=view_batchnorm)

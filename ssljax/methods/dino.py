@@ -21,9 +21,20 @@ Views of equal size share a forward call, as in the official multi-crop
 wrapper. `encode` is the teacher's backbone, the network the official
 `eval_knn.py` / `eval_linear.py` evaluate (`--checkpoint_key teacher`).
 
-Defaults follow the paper (K = 65536, head 2048 → 256, norm_last_layer)
-with 2 global + 8 local crops. Differences from the official code are listed
-in docs/fidelity.md.
+Defaults are `main_dino.py`'s: ViT-S/16 (`vit_small`, the default `--arch`),
+K = 65536, head 2048 → 256 with 3 layers, no BatchNorm (use_bn_in_head
+False) and a fixed-norm last layer (norm_last_layer True), τ_t = 0.04 with
+no warm-up and no frozen last layer (the configs freeze it for the first
+epoch), m = 0.996 (a cosine schedule to 1 in the configs), 2 global + 8 local
+crops. The head starts as the official `DINOHead`: its MLP's weights from
+N(0, 0.02²) (timm's trunc_normal_ cuts at ±2 absolute, so no truncation at
+that std), biases 0, and the last layer's V from PyTorch's default Linear
+draw U(±1/√bottleneck_dim), which sets its norm and so the last layer's
+effective step; the teacher starts as a copy of the student. The ViT and
+ResNet-50 recipes (AdamW with a cosine weight decay 0.04 → 0.4 and
+per-parameter clipping at 3; the README's SGD command) are in
+configs/dino.py. Where this differs from the official code:
+docs/fidelity.md#dino.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -40,6 +51,9 @@ Example:
   >>> print(out.update.teacher_logits.shape,
   ...       round(float(out.metrics["teacher_temp"]), 4))
   (2, 4, 32) 0.055
+  >>> print(round(float(params["projector"]["mlp"]["layers"]["linear0"]
+  ...                         ["kernel"].std()), 2))  # N(0, 0.02²)
+  0.02
 """
 
 from __future__ import annotations
@@ -50,13 +64,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ssljax import losses, models
+from ssljax import _common, losses, models
 from ssljax.methods import _registry, _shared
 from ssljax.methods.base import Method, Schedule, StepOutput
 from ssljax.state import center as center_lib
 
 # The teacher sees the first views, the global crops of "multicrop".
 NUM_GLOBAL = 2
+# `DINOHead._init_weights`: trunc_normal_(std=.02) on the MLP's Linears.
+MLP_STDDEV = 0.02
 
 
 class DINOState(NamedTuple):
@@ -71,7 +87,7 @@ class DINOUpdate(NamedTuple):
   teacher_logits: jax.Array
 
 
-def dino(*, backbone: str | models.Model = "resnet50",
+def dino(*, backbone: str | models.Model = "vit_small",
          backbone_kwargs: Mapping | None = None,
          augment: Mapping = _shared.augment_config("multicrop"),
          dtype: str = "float32", out_dim: int = 65536, hidden_dim: int = 2048,
@@ -94,7 +110,18 @@ def dino(*, backbone: str | models.Model = "resnet50",
     momentum: the teacher's EMA momentum m(step), a number or a schedule.
     freeze_last_layer_steps: steps during which the head's last layer does
       not move.
+
+  Raises:
+    ValueError: naming the argument, for a non-positive size or
+      temperature, a negative step count, a momentum outside [0, 1].
   """
+  _check(out_dim=out_dim, hidden_dim=hidden_dim,
+         bottleneck_dim=bottleneck_dim, head_layers=head_layers,
+         student_temp=student_temp, warmup_teacher_temp=warmup_teacher_temp,
+         teacher_temp=teacher_temp,
+         warmup_teacher_temp_steps=warmup_teacher_temp_steps,
+         freeze_last_layer_steps=freeze_last_layer_steps,
+         center_momentum=center_momentum, momentum=momentum)
   setup = _shared.setup(backbone, backbone_kwargs, augment, dtype)
   model = models.compose(setup.backbone, projector=models.dino_head(
       None, out_dim, hidden_dim, bottleneck_dim, head_layers,
@@ -105,6 +132,8 @@ def dino(*, backbone: str | models.Model = "resnet50",
 
   def init(rng, batch):
     params, model_state = _shared.initialize(setup, model, rng, batch)
+    params = dict(params, projector=official_head_init(
+        params["projector"], jax.random.fold_in(rng, 1)))
     return params, model_state, DINOState(
         _shared.init_target(params, model_state), center_lib.init(out_dim))
 
@@ -137,3 +166,36 @@ def dino(*, backbone: str | models.Model = "resnet50",
   return Method(name="dino", init=init, loss=loss, post_update=post_update,
                 encode=_shared.encoder(setup, target=True), frozen=frozen,
                 crops=setup.views.specs)
+
+
+def official_head_init(head: dict, rng: jax.Array) -> dict:
+  """The DINO head's parameters as the official `DINOHead` draws them.
+
+  The MLP's kernels from N(0, 0.02²) and its biases 0 (`_init_weights`;
+  timm's `trunc_normal_(std=.02)` truncates at ±2 absolute, 100 std, so the
+  draw is a plain normal, not Flax's truncated one); the last layer's V from
+  PyTorch's default `nn.Linear` draw U(±1/√bottleneck_dim), as it is built
+  after `apply(_init_weights)`; its scale g (if learnt) at 1.
+  """
+  normal = lambda key, shape, fan_in: MLP_STDDEV * jax.random.normal(
+      key, shape)
+  zeros = lambda key, shape, fan_in: jnp.zeros(shape)
+  mlp_rng, last_rng = jax.random.split(rng)
+  return dict(
+      head,
+      mlp=_shared.redraw_dense(head["mlp"], mlp_rng, normal, zeros),
+      **{models.DINO_LAST_LAYER: _shared.redraw_dense(
+          head[models.DINO_LAST_LAYER], last_rng,
+          _shared.torch_linear_init)})
+
+
+def _check(**values) -> None:
+  """DINO's hyper-parameter checks, at factory time."""
+  for name in ("out_dim", "hidden_dim", "bottleneck_dim", "head_layers"):
+    _common.check_count(values[name], name, "dino", minimum=1)
+  for name in ("warmup_teacher_temp_steps", "freeze_last_layer_steps"):
+    _common.check_count(values[name], name, "dino")
+  for name in ("student_temp", "warmup_teacher_temp", "teacher_temp"):
+    _common.check_positive(values[name], name, "dino")
+  for name in ("center_momentum", "momentum"):
+    _common.check_in_range(values[name], 0.0, 1.0, name, "dino")
