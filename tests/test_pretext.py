@@ -457,6 +457,46 @@ def test_relative_patch_chromatic_counter_measures():
   assert len(set(kept_channels)) == 3
 
 
+def np_resample(image, size):
+  """Linear resampling of a square [n, n, C] image to [size, size, C], at
+  half-pixel centres with the sources clamped to the image, by loops."""
+  n = image.shape[0]
+  out = np.zeros((size, size) + image.shape[2:])
+
+  def taps(i):
+    source = min(max((i + 0.5) * n / size - 0.5, 0.0), n - 1)
+    low = int(np.floor(source))
+    return [(low, 1 - (source - low)), (min(low + 1, n - 1), source - low)]
+
+  for i in range(size):
+    for j in range(size):
+      for r, wr in taps(i):
+        for c, wc in taps(j):
+          out[i, j] += wr * wc * image[r, c]
+  return out
+
+
+def test_relative_patch_blur_resamples_a_share_of_the_patches():
+  # The authors' prep_image: a third of the 96-pixel patches go down to
+  # 10..95 pixels and back up; here scaled to the 16-pixel patches, 1..15.
+  x = rand((24, 72, 72, 1), seed=8)
+  plain = run(pretext.relative_patches, KEY, x, normalize=False)
+  blurred = run(pretext.relative_patches, KEY, x, normalize=False,
+                blur_prob=0.5)
+  np.testing.assert_array_equal(blurred[2], plain[2])
+  changed = 0
+  for got, raw in zip(blurred[:2], plain[:2]):
+    for b in range(24):
+      got_b, raw_b = np.asarray(got[b], np.float64), np.asarray(raw[b])
+      if np.array_equal(got_b, raw_b):
+        continue
+      changed += 1
+      errors = [np.abs(np_resample(np_resample(raw_b, side), 16) - got_b).max()
+                for side in range(1, 16)]
+      assert min(errors) < 1e-5, errors
+  assert 12 <= changed <= 36, changed  # about half of the 48 patches
+
+
 @pytest.mark.parametrize("chromatic", ["none", "projection", "drop"])
 def test_relative_patch_standardises_each_patch_after_the_chromatic_step(
     chromatic):
@@ -506,6 +546,7 @@ def test_relative_patch_bf16(normalize, atol):
     (dict(gap=-1), "gap"),
     (dict(gap=2, jitter=2), "jitter"),
     (dict(chromatic="colour"), "chromatic"),
+    (dict(blur_prob=1.5), "blur_prob"),
 ])
 def test_relative_patch_bad_inputs(kwargs, match):
   with pytest.raises(ValueError, match=match):

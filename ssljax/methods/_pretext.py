@@ -2,342 +2,206 @@
 exemplar, denoising autoencoder, context encoder, colorization), written
 once.
 
-A pretext method makes one lightly augmented view of the raw batch
-(`view`: the first recipe of `config.method.augment`, in [0, 1], before
-normalisation, because the label makers of `ssljax.pretext` work on [0, 1]
-images), turns it into network inputs and targets with a label maker, and
-trains either
+A pretext method cuts one view of the raw batch (the first recipe of its
+`augment`, in [0, 1] before normalisation, because the label makers of
+`ssljax.pretext` work on [0, 1] images), turns it into network inputs and
+targets with a label maker (a `task`), runs its network on the inputs and
+scores the outputs (an `objective`):
 
-* a classifier (`classification_method`, and `classify` for exemplar's own
-  loss): a `task(config, rng, view, method_state) -> (inputs [N, T, h, w,
-  C], labels [N])` gives T crops per example (1 rotated image, 9 jigsaw
-  tiles, 2 patches); the backbone (shared by the T crops, the papers'
-  siamese towers) maps each crop to features, their concatenation goes
-  through an MLP head to logits, and the loss is the cross-entropy
-  −mean_n log softmax(logits_n)[label_n]; or
-* an encoder-decoder (`reconstruction_method`): a `task(config, rng, view)
-  -> (inputs, targets, mask)` of images; the backbone, then
-  `ssljax.models.decoder` from its features, predicts the targets, and the
-  method's objective scores the prediction (masked L2 for the autoencoders,
-  per-pixel cross-entropy for colourisation).
+* classifiers (`classifier`): the backbone, shared by the T crops of an
+  example when there are several (the papers' siamese towers:
+  `models.compose(towers=...)`), then an MLP head to K logits, trained with
+  the cross-entropy −mean_n log softmax(logits_n)[label_n] (`classify`);
+* encoder-decoders (`autoencoder`): the backbone, then
+  `ssljax.models.decoder` from its features back to an image, scored by the
+  method (masked L2, per-pixel cross-entropy).
 
-`post_update` returns `method_state` as is (`keep_state`; jigsaw keeps its
-permutation set there, a constant) except for exemplar, whose set fills
-during the first steps. `encode` is the backbone on whole normalised images
-(`_shared.encode`), as the papers transfer their convolutional layers;
-colourisation encodes the lightness.
-
-Config fields read here: `config.method.{backbone, backbone_kwargs,
-augment}` and, for classifiers, `head_hidden_dim`, `head_layers`; for
-encoder-decoders `decoder_width`.
+`pretext_method` assembles the `Method`. `encode` is the backbone on whole
+normalised images, as the papers transfer their convolutional layers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import types
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import optax
 
 from ssljax import _common, models
-from ssljax.data import augment
+from ssljax.data import augment as augment_lib
+from ssljax.losses import classification
 from ssljax.methods import _shared
 from ssljax.methods.base import Method, StepOutput
 from ssljax.models import decoder as decoder_lib
 
-# A task makes network inputs and targets from a view, see the docstring.
-Task = Callable[..., tuple]
-
-
-def light_augment(**overrides) -> ml_collections.ConfigDict:
-  """`config.method.augment` of the pretext methods: a random resized crop
-  and a horizontal flip (the augmentation of RotNet's and the jigsaw's
-  training), no colour, blur or solarisation, which would change what the
-  pretext labels are about (colour for colourisation, pixel noise for a
-  denoiser). One view of the "byol" recipes is taken."""
-  settings = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+# No colour, blur or solarisation: they would change what the pretext labels
+# are about (colour for colourisation, pixel noise for a denoiser).
+_NO_COLOUR = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
                   solarize_prob=0.0)
-  settings.update(overrides)
-  return _shared.augment_config("byol", **settings)
+# `augment` overrides that leave the whole image, unflipped (the square
+# centre of a non-square one): the views of the methods whose official code
+# uses no augmentation, or a fixed crop.
+WHOLE_IMAGE = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=0.0)
 
 
-def view(config, rng: jax.Array, images: jax.Array) -> jax.Array:
-  """One float [B, H, W, C] view in [0, 1] of the uint8 batch: the first
-  recipe of `config.method.augment` (the images themselves for "none")."""
-  spec = config.method.augment
-  overrides = {k: v for k, v in spec.items() if k != "preset" and v is not None}
-  images = augment.to_float(images)
-  recipes = augment.preset(spec.preset, image_size=min(images.shape[1:3]),
-                           **overrides)
-  if not recipes:
-    return images
-  return augment.batched(augment.view)(rng, images, spec=recipes[0])
-
-
-def normalize(config, images: jax.Array) -> jax.Array:
-  """[0, 1] images standardised with the dataset's mean and std."""
-  mean, std = _shared._stats(config, images.shape[-1])  # pylint: disable=protected-access
-  return augment.normalize(images, mean=mean, std=std)
-
-
-def keep_state(config, params, method_state, update, step):
-  """`Method.post_update` of a method without state between steps."""
-  del config, params, update, step  # Nothing moves.
-  return method_state
-
-
-def make_method(name: str, init: Callable, loss: Callable,
-                default_config: Callable, *, encode: Callable | None = None,
-                post_update: Callable = keep_state) -> Method:
-  """A `Method` with `_shared.encode` and `keep_state` unless given."""
-  return Method(name=name, init=init, loss=loss, post_update=post_update,
-                encode=encode or _shared.encode,
-                default_config=default_config)
-
-
-def _embeddings(features: jax.Array, batch: int) -> jax.Array:
-  """[B, D] features of the first input row of each example (rows of one
-  example are adjacent), without gradient."""
-  return jax.lax.stop_gradient(features.reshape(batch, -1,
-                                                features.shape[-1])[:, 0])
-
-
-# ------------------------------------------------------------ classifiers ---
-
-
-def tower_classifier(backbone: models.Model, head: models.Model
-                     ) -> models.Model:
-  """Shared backbone on each of T crops, concatenated features, head.
-
-      features[n, t] = backbone(x[n, t]),
-      logits[n] = head([features[n, 0], ..., features[n, T − 1]])
-
-  All N·T crops go through the backbone in one call (BatchNorm statistics
-  over all of them). Inputs [N, T, h, w, C]; outputs {"features": [N, T, D],
-  "logits": [N, K]}; params and model_state {"backbone", "head"}.
+def light_augment(**overrides) -> Mapping:
+  """An `augment` recipe of one light view: a random resized crop and a
+  horizontal flip (RotNet's ImageNet augmentation), the first view of the
+  "byol" preset without its colour operations; `overrides` as in
+  `_shared.augment_config` (e.g. `**WHOLE_IMAGE`).
 
   Example:
-    >>> import jax, jax.numpy as jnp
-    >>> from ssljax import models
-    >>> net = tower_classifier(models.get("tiny_cnn"),
-    ...                        models.projector(None, 16, 5))
-    >>> x = jnp.ones((2, 3, 8, 8, 1))
-    >>> params, state = net.init(jax.random.key(0), x)
-    >>> out, _ = net.apply(params, state, x, train=False)
-    >>> print(out["features"].shape, out["logits"].shape)
-    (2, 3, 8) (2, 5)
+    >>> spec = light_augment(**WHOLE_IMAGE)
+    >>> spec["scale"], spec["flip_prob"], spec["jitter_prob"]
+    ((1.0, 1.0), 0.0, 0.0)
   """
+  return _shared.augment_config("byol", **{**_NO_COLOUR, **overrides})
 
-  def run_backbone(params, model_state, x, train):
-    crops = x.reshape(-1, *x.shape[2:])
-    features, model_state = backbone.apply(params, model_state, crops,
-                                           train=train)
-    return features.reshape(*x.shape[:2], -1), model_state
 
-  def init(rng, x):
-    backbone_rng, head_rng = jax.random.split(rng)
-    params, model_state = {}, {}
-    crops = jnp.zeros((x.shape[0] * x.shape[1],) + x.shape[2:], x.dtype)
-    params["backbone"], model_state["backbone"] = backbone.init(
-        backbone_rng, crops)
-    features = jax.eval_shape(
-        lambda p, s: run_backbone(p, s, jnp.zeros(x.shape, x.dtype), False)[0],
-        params["backbone"], model_state["backbone"])
-    params["head"], model_state["head"] = head.init(
-        head_rng, jnp.zeros((x.shape[0], features.shape[1] * features.shape[2]),
-                            features.dtype))
-    return params, model_state
+def channel_stats(augment: Mapping, channels: int
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """The (mean, std) per channel that an `augment` recipe normalises with."""
+  if augment.get("mean") is None:
+    return augment_lib.default_stats(channels)
+  return tuple(augment["mean"]), tuple(augment["std"])
+
+
+def standardize(augment: Mapping, images: jax.Array) -> jax.Array:
+  """[0, 1] images normalised as the recipe's views are."""
+  mean, std = channel_stats(augment, images.shape[-1])
+  return augment_lib.normalize(images, mean=mean, std=std)
+
+
+# ------------------------------------------------------------- networks ---
+
+
+def classifier(fn: str, setup: _shared.Setup, num_classes: int,
+               hidden_dim: int, layers: int, *, towers: Optional[str] = None
+               ) -> models.Model:
+  """The backbone (on each of T crops with `towers`, see `models.compose`)
+  and an MLP head of `layers` linear layers (hidden `hidden_dim`, BN-ReLU
+  between them) to `num_classes` logits; bad sizes raise a ValueError
+  naming the method `fn`'s argument."""
+  _common.check_count(hidden_dim, "head_hidden_dim", fn, minimum=1)
+  _common.check_count(layers, "head_layers", fn, minimum=1)
+  head = models.projector(None, hidden_dim, num_classes, num_layers=layers,
+                          **setup.kw)
+  return models.compose(setup.backbone, classifier=head, towers=towers)
+
+
+def per_view(model: models.Model, *, joint: bool) -> models.Model:
+  """`model` on each of T views of an example, [B, T, ...] -> outputs
+  [B, T, ...]: all B·T in one call with `joint` (BatchNorm over all),
+  otherwise one call per view position (`_shared.forward`)."""
 
   def apply(params, model_state, x, *, train: bool):
-    features, backbone_state = run_backbone(
-        params["backbone"], model_state["backbone"], x, train)
-    logits, head_state = head.apply(
-        params["head"], model_state["head"],
-        features.reshape(features.shape[0], -1), train=train)
-    return ({"features": features, "logits": logits},
-            {"backbone": backbone_state, "head": head_state})
+    outputs, model_state = _shared.forward(
+        model, params, model_state, tuple(jnp.swapaxes(x, 0, 1)),
+        joint=joint, train=train)
+    return jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), outputs), model_state
 
-  return models.Model(init=init, apply=apply)
+  return models.Model(init=lambda rng, x: model.init(rng, x[:, 0]),
+                      apply=apply)
 
 
-def classifier_network(config, num_classes: int) -> models.Model:
-  """`tower_classifier` of the config's backbone and an MLP head of
-  `head_layers` linear layers (hidden `head_hidden_dim`) to `num_classes`."""
-  method = config.method
-  head = models.projector(None, method.head_hidden_dim, num_classes,
-                          num_layers=method.head_layers,
-                          **_shared.dtype_kwargs(config))
-  return tower_classifier(_shared.backbone(config), head)
+def autoencoder(setup: _shared.Setup, width: int,
+                out_channels: Optional[int] = None) -> models.Model:
+  """The backbone and a `conv_decoder` of `width` channels from its
+  features back to images of the inputs' size, with `out_channels`
+  channels (default: the inputs')."""
+
+  def network(x) -> models.Model:
+    height, width_px, channels = x.shape[1:]
+    return models.compose(setup.backbone, decoder=decoder_lib.conv_decoder(
+        (height, width_px, out_channels or channels), width=width,
+        **setup.kw))
+
+  def apply(params, model_state, x, *, train: bool):
+    return network(x).apply(params, model_state, x, train=train)
+
+  return models.Model(init=lambda rng, x: network(x).init(rng, x),
+                      apply=apply)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """−mean_n log softmax(logits_n)[labels_n], computed in float32."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      _common.to_compute(logits), labels).mean()
+# ---------------------------------------------------------------- tasks ---
 
 
-def classify(config, num_classes: int, params, model_state, inputs, labels,
-             batch: int, *, metrics: dict | None = None,
-             update: dict | None = None) -> tuple[jax.Array, StepOutput]:
-  """`Method.loss` value and aux of the `classifier_network` on `inputs`
-  [N, T, h, w, C] against `labels` [N], the N rows coming from `batch`
-  examples; logs the pretext accuracy beside `metrics`."""
-  net = classifier_network(config, num_classes)
-  outputs, model_state = net.apply(params, model_state, inputs, train=True)
-  logits = outputs["logits"]
-  accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
-  return cross_entropy(logits, labels), StepOutput(
-      model_state=model_state,
-      metrics={"pretext_accuracy": accuracy, **(metrics or {})},
-      update=update or {},
-      embeddings=_embeddings(outputs["features"][:, 0], batch))
-
-
-class Classification(NamedTuple):
-  """What a classification method is made of (see the module docstring).
+class Task(NamedTuple):
+  """A step's network inputs and what the objective scores them against.
 
   Attributes:
-    name: registry name.
-    task: `task(config, rng, view, method_state) -> (inputs [N, T, h, w,
-      C], labels [N])`;
-      the N rows of the B examples are in example order, each example's
-      rows adjacent.
-    num_classes: `num_classes(config) -> K`.
-    default_config: the method's `default_config`.
-    init_state: `init_state(config) -> method_state` (constants), or None
-      for an empty `_shared.MethodState()`.
+    inputs: the network's input batch.
+    targets: labels, target images... (the objective's second argument).
+    update: what `post_update` needs (exemplar's filled set), or ().
+    metrics: extra scalars to log.
   """
-  name: str
-  task: Task
-  num_classes: Callable[[Any], int]
-  default_config: Callable[[], ml_collections.ConfigDict]
-  init_state: Callable | None = None
+  inputs: jax.Array
+  targets: Any
+  update: Any = ()
+  metrics: Mapping = types.MappingProxyType({})
 
 
-def classification_method(spec: Classification) -> Method:
-  """The `Method` of a classification pretext task."""
+def on_view(setup: _shared.Setup, make: Callable) -> Callable:
+  """The task `task(rng, batch, method_state)` that runs `make(rng, view,
+  method_state) -> Task` on the first view of the batch, in [0, 1]."""
 
-  def init(config, rng, images):
-    images, _ = _shared.split_batch(images)
-    method_state = (_shared.MethodState() if spec.init_state is None
-                    else spec.init_state(config))
-    inputs = jax.eval_shape(
-        lambda: spec.task(config, rng, view(config, rng, images),
-                          method_state)[0])
-    net = classifier_network(config, spec.num_classes(config))
-    params, model_state = net.init(rng, jnp.zeros(inputs.shape, inputs.dtype))
+  def task(rng, batch, method_state):
+    view_rng, task_rng = jax.random.split(rng)
+    view = setup.views.make(view_rng, batch, count=1, normalize=False)[0]
+    return make(task_rng, view, method_state)
+
+  return task
+
+
+def classify(outputs: dict, labels: jax.Array) -> tuple[jax.Array, dict]:
+  """The cross-entropy of the logits against the labels, and the pretext
+  accuracy to log."""
+  logits = outputs["logits"]
+  return classification.cross_entropy(logits, labels), {
+      "pretext_accuracy": classification.accuracy(logits, labels)}
+
+
+def pretext_method(name: str, setup: _shared.Setup, model: models.Model,
+                   task: Callable, objective: Callable, *,
+                   init_state: Callable[[Any], Any] = lambda batch: (),
+                   post_update: Callable = _shared.keep,
+                   encode: Optional[Callable] = None) -> Method:
+  """The `Method` of a pretext task.
+
+  Args:
+    name: the registry name.
+    setup: the factory's `_shared.setup`.
+    model: the network, task inputs -> outputs with "features" ([B, D], or
+      [B, T, D] for T crops per example: the first crop's are logged).
+    task: `task(rng, batch, method_state) -> Task`.
+    objective: `objective(outputs, targets) -> (loss, metrics)`.
+    init_state: `init_state(batch) -> method_state` (constants, or a set to
+      fill, shaped from the raw batch).
+    post_update: `Method.post_update`; default: nothing moves.
+    encode: `Method.encode`; default the backbone on normalised images.
+  """
+
+  def init(rng, batch):
+    method_state = init_state(batch)
+    inputs = jax.eval_shape(lambda: task(rng, batch, method_state).inputs)
+    params, model_state = model.init(rng, jnp.zeros(inputs.shape,
+                                                    inputs.dtype))
     return params, model_state, method_state
 
-  def loss(config, params, model_state, method_state, images, rng, step):
+  def loss(params, model_state, method_state, batch, rng, step):
     del step  # The task does not change during training.
-    images, _ = _shared.split_batch(images)
-    view_rng, task_rng = jax.random.split(rng)
-    inputs, labels = spec.task(config, task_rng,
-                               view(config, view_rng, images), method_state)
-    return classify(config, spec.num_classes(config), params, model_state,
-                    inputs, labels, images.shape[0])
-
-  return make_method(spec.name, init, loss, spec.default_config)
-
-
-# ----------------------------------------------------------- autoencoders ---
-
-
-def autoencoder(backbone: models.Model, decoder: models.Model) -> models.Model:
-  """Backbone, then decoder from its features back to images.
-
-  Outputs {"features": [B, D], "reconstruction": [B, H, W, C]}; params and
-  model_state {"backbone", "decoder"}.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> from ssljax import models
-    >>> from ssljax.models import decoder
-    >>> net = autoencoder(models.get("tiny_cnn"),
-    ...                   decoder.conv_decoder((8, 8, 1), width=4))
-    >>> x = jnp.ones((2, 8, 8, 1))
-    >>> params, state = net.init(jax.random.key(0), x)
-    >>> out, _ = net.apply(params, state, x, train=False)
-    >>> print(out["features"].shape, out["reconstruction"].shape)
-    (2, 8) (2, 8, 8, 1)
-  """
-
-  def init(rng, x):
-    backbone_rng, decoder_rng = jax.random.split(rng)
-    params, model_state = {}, {}
-    params["backbone"], model_state["backbone"] = backbone.init(backbone_rng,
-                                                                x)
-    features = jax.eval_shape(
-        lambda p, s: backbone.apply(p, s, x, train=False)[0],
-        params["backbone"], model_state["backbone"])
-    params["decoder"], model_state["decoder"] = decoder.init(
-        decoder_rng, jnp.zeros(features.shape, features.dtype))
-    return params, model_state
-
-  def apply(params, model_state, x, *, train: bool):
-    features, backbone_state = backbone.apply(
-        params["backbone"], model_state["backbone"], x, train=train)
-    images, decoder_state = decoder.apply(
-        params["decoder"], model_state["decoder"], features, train=train)
-    return ({"features": features, "reconstruction": images},
-            {"backbone": backbone_state, "decoder": decoder_state})
-
-  return models.Model(init=init, apply=apply)
-
-
-def autoencoder_network(config, image_shape) -> models.Model:
-  """`autoencoder` of the config's backbone and a `conv_decoder` of width
-  `config.method.decoder_width` to images of `image_shape` (H, W, C)."""
-  return autoencoder(_shared.backbone(config), decoder_lib.conv_decoder(
-      image_shape, width=config.method.decoder_width,
-      **_shared.dtype_kwargs(config)))
-
-
-class Reconstruction(NamedTuple):
-  """What a reconstruction method is made of (see the module docstring).
-
-  Attributes:
-    name: registry name.
-    task: `task(config, rng, view) -> (inputs, targets, mask)`: normalised
-      [B, H, W, C] inputs, [B, H, W, C'] targets (the decoder's output
-      shape) and a [B, H, W, 1] mask of where to reconstruct.
-    objective: `objective(config, reconstruction, targets, mask) -> loss`.
-    default_config: the method's `default_config`.
-    encode: the method's `encode`, or None for the backbone on normalised
-      images (`_shared.encode`).
-  """
-  name: str
-  task: Task
-  objective: Callable
-  default_config: Callable[[], ml_collections.ConfigDict]
-  encode: Callable | None = None
-
-
-def reconstruction_method(spec: Reconstruction) -> Method:
-  """The `Method` of a reconstruction pretext task."""
-
-  def init(config, rng, images):
-    images, _ = _shared.split_batch(images)
-    inputs, targets, _ = jax.eval_shape(
-        lambda: spec.task(config, rng, view(config, rng, images)))
-    net = autoencoder_network(config, targets.shape[1:])
-    params, model_state = net.init(rng, jnp.zeros(inputs.shape, inputs.dtype))
-    return params, model_state, _shared.MethodState()
-
-  def loss(config, params, model_state, method_state, images, rng, step):
-    del method_state, step  # Nothing is carried between steps.
-    images, _ = _shared.split_batch(images)
-    view_rng, task_rng = jax.random.split(rng)
-    inputs, targets, mask = spec.task(config, task_rng,
-                                      view(config, view_rng, images))
-    net = autoencoder_network(config, targets.shape[1:])
-    outputs, model_state = net.apply(params, model_state, inputs, train=True)
-    value = spec.objective(config, outputs["reconstruction"], targets, mask)
+    made = task(rng, batch, method_state)
+    outputs, model_state = model.apply(params, model_state, made.inputs,
+                                       train=True)
+    value, metrics = objective(outputs, made.targets)
+    features = outputs["features"]
     return value, StepOutput(
-        model_state=model_state, metrics={}, update={},
-        embeddings=_embeddings(outputs["features"], images.shape[0]))
+        model_state=model_state, metrics={**made.metrics, **metrics},
+        update=made.update, embeddings=jax.lax.stop_gradient(
+            features if features.ndim == 2 else features[:, 0]))
 
-  return make_method(spec.name, init, loss, spec.default_config,
-                     encode=spec.encode)
+  return Method(name=name, init=init, loss=loss, post_update=post_update,
+                encode=encode or _shared.encoder(setup),
+                crops=setup.views.specs)

@@ -1,7 +1,8 @@
 """Exemplar CNN: each seed image, under random transformations, is a class.
 
 Dosovitskiy, Springenberg, Riedmiller & Brox, "Discriminative Unsupervised
-Feature Learning with Convolutional Neural Networks", NIPS 2014.
+Feature Learning with Convolutional Neural Networks", NIPS 2014 (no public
+training code; the paper and its TPAMI 2016 version are the reference).
 
 The paper draws N seed patches ("exemplars"), applies K random
 transformations (crops, scaling, rotation, colour and contrast changes) to
@@ -20,44 +21,44 @@ into it in order (`ExemplarState.count` images so far), after which it never
 changes. Each step classifies B fresh views of exemplars drawn uniformly
 among those filled so far, the current batch included (`pool`), so the
 training batch only feeds the set; the transformations are the views of
-`config.method.augment` (SimCLR's crops, flips and colour distortions,
-standing in for the paper's translation, scaling, rotation, contrast and
-colour operations).
+`augment` (SimCLR's crops, flips and colour distortions, standing in for
+the paper's translation, scaling, rotation, contrast and colour operations).
+Defaults: N = 8000 surrogate classes and a head of one 512-unit hidden layer
+(the paper's STL-10 network, 64c5-128c5-256c5-512f, whose 512f is the
+hidden layer before the N-way softmax).
 
-Differences from the paper: views are drawn on the fly (no fixed K per
-exemplar); the exemplars are whole (augmented-crop) images of the dataset,
-not 32 × 32 patches picked for their gradient energy; in the first ceil(N /
-B) steps the classes not yet filled act only as negatives. N is bounded by
-memory: the set is replicated on every device (N·H·W·C bytes). `encode`
-gives the backbone features of whole images.
+Differences from the paper (docs/fidelity.md#exemplar): views are drawn on
+the fly (no fixed K per exemplar); the exemplars are whole images of the
+dataset, not 32 × 32 patches picked for their gradient energy; in the first
+ceil(N / B) steps the classes not yet filled act only as negatives. N is
+bounded by memory: the set is replicated on every device (N·H·W·C bytes).
+`encode` gives the backbone features of whole images.
 
 Example:
-  >>> import jax, jax.numpy as jnp, ml_collections
-  >>> from ssljax.methods import exemplar
-  >>> method = exemplar.METHOD
-  >>> config = ml_collections.ConfigDict(dict(
-  ...     total_steps=10, method=method.default_config()))
-  >>> config.method.update(backbone="tiny_cnn", head_hidden_dim=16,
-  ...                      num_exemplars=6)
+  >>> import jax, jax.numpy as jnp
+  >>> from ssljax import methods
+  >>> method = methods.exemplar(backbone="tiny_cnn", head_hidden_dim=16,
+  ...                           num_exemplars=6)
   >>> images = jnp.ones((4, 16, 16, 3), jnp.uint8)
-  >>> params, model_state, state = method.init(config, jax.random.key(0),
-  ...                                          images)
-  >>> loss, out = method.loss(config, params, model_state, state, images,
+  >>> params, model_state, state = method.init(jax.random.key(0), images)
+  >>> loss, out = method.loss(params, model_state, state, {"image": images},
   ...                         jax.random.key(1), 0)
-  >>> state = method.post_update(config, params, state, out.update, 0)
+  >>> _, state = method.post_update(params, state, out.update, 0)
   >>> print(loss.shape, int(state.count), int(state.exemplars[:4].min()))
   () 4 1
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
+from ssljax import _common, models
 from ssljax.methods import _pretext, _shared
+from ssljax.methods.base import Method
 
 
 class ExemplarState(NamedTuple):
@@ -66,31 +67,19 @@ class ExemplarState(NamedTuple):
   count: jax.Array
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Exemplar CNN's hyper-parameters: 8000 surrogate classes (the paper's
-  STL-10 runs)."""
-  return ml_collections.ConfigDict(dict(
-      name="exemplar", backbone="resnet50", backbone_kwargs={},
-      augment=_shared.augment_config("simclr"), head_hidden_dim=1024,
-      head_layers=2, num_exemplars=8000))
-
-
-def init(config, rng, images):
-  """Parameters, and an empty exemplar set shaped like the images."""
-  images, _ = _shared.split_batch(images)
-  count = config.method.num_exemplars
-  state = ExemplarState(jnp.zeros((count,) + images.shape[1:], jnp.uint8),
-                        jnp.zeros((), jnp.int32))
-  first = jax.eval_shape(lambda: _pretext.view(config, rng, images))
-  net = _pretext.classifier_network(config, count)
-  params, model_state = net.init(
-      rng, jnp.zeros((first.shape[0], 1) + first.shape[1:], first.dtype))
-  return params, model_state, state
-
-
 def pool(state: ExemplarState, images: jax.Array) -> ExemplarState:
   """The set with `images` written into the next free slots (those past
-  the end are dropped), and its new count."""
+  the end are dropped), and its new count.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> empty = ExemplarState(jnp.zeros((3, 1, 1, 1), jnp.uint8),
+    ...                       jnp.zeros((), jnp.int32))
+    >>> state = pool(pool(empty, jnp.ones((2, 1, 1, 1), jnp.uint8)),
+    ...              jnp.full((2, 1, 1, 1), 2, jnp.uint8))
+    >>> print(state.exemplars.ravel().tolist(), int(state.count))
+    [1, 1, 2] 3
+  """
   capacity = state.exemplars.shape[0]
   slots = state.count + jnp.arange(images.shape[0])
   exemplars = state.exemplars.at[slots].set(images, mode="drop")
@@ -98,31 +87,52 @@ def pool(state: ExemplarState, images: jax.Array) -> ExemplarState:
                        jnp.minimum(state.count + images.shape[0], capacity))
 
 
-def surrogate_task(config, rng, state: ExemplarState, batch: int):
-  """`batch` views [batch, 1, H, W, C] (normalised) of exemplars drawn
+def surrogate_task(setup: _shared.Setup, rng: jax.Array,
+                   state: ExemplarState, batch: int) -> _pretext.Task:
+  """`batch` normalised views [batch, H', W', C] of exemplars drawn
   uniformly among the `state.count` filled ones, and their indices."""
   index_rng, view_rng = jax.random.split(rng)
   labels = jax.random.randint(index_rng, (batch,), 0, state.count)
-  views = _pretext.view(config, view_rng, state.exemplars[labels])
-  return _pretext.normalize(config, views)[:, None], labels
+  views = setup.views.make(view_rng, state.exemplars[labels], count=1)[0]
+  return _pretext.Task(views, labels)
 
 
-def loss(config, params, model_state, method_state, images, rng, step):
-  del step  # The task does not change during training.
-  images, _ = _shared.split_batch(images)
-  state = pool(method_state, images)
-  inputs, labels = surrogate_task(config, rng, state, images.shape[0])
-  return _pretext.classify(
-      config, config.method.num_exemplars, params, model_state, inputs,
-      labels, images.shape[0], metrics={"exemplars": state.count},
-      update={"exemplar_state": state})
+def exemplar(*, backbone: str | models.Model = "resnet50",
+             backbone_kwargs: Mapping | None = None,
+             augment: Mapping = _shared.augment_config("simclr"),
+             dtype: str = "float32", head_hidden_dim: int = 512,
+             head_layers: int = 2, num_exemplars: int = 8000) -> Method:
+  """Exemplar CNN (see the module docstring).
 
+  Args:
+    backbone, backbone_kwargs, augment, dtype: as `methods.simclr`; the
+      first view of `augment` transforms the exemplars.
+    head_hidden_dim, head_layers: the MLP head to the N surrogate classes.
+    num_exemplars: N, the number of surrogate classes.
+  """
+  fn = "exemplar"
+  _common.check_count(num_exemplars, "num_exemplars", fn, minimum=1)
+  setup = _shared.setup(backbone, backbone_kwargs, augment, dtype)
 
-def post_update(config, params, method_state, update, step):
-  """Keeps the set that the step's `pool` filled."""
-  del config, params, method_state, step  # The loss computed it.
-  return update["exemplar_state"]
+  def init_state(batch):
+    images = _shared.first_image(batch)
+    return ExemplarState(
+        jnp.zeros((num_exemplars,) + images.shape[1:], jnp.uint8),
+        jnp.zeros((), jnp.int32))
 
+  def task(rng, batch, method_state):
+    images = _shared.first_image(batch)
+    state = pool(method_state, images)
+    made = surrogate_task(setup, rng, state, images.shape[0])
+    return made._replace(update=state, metrics={"exemplars": state.count})
 
-METHOD = _pretext.make_method("exemplar", init, loss, default_config,
-                              post_update=post_update)
+  def post_update(params, method_state, update, step):
+    del method_state, step  # The loss filled the set.
+    return params, update
+
+  return _pretext.pretext_method(
+      fn, setup,
+      _pretext.classifier(fn, setup, num_exemplars, head_hidden_dim,
+                          head_layers),
+      task, _pretext.classify, init_state=init_state,
+      post_update=post_update)

@@ -51,6 +51,9 @@ _PAPER_JITTER_PER_GAP = (7, 48)
 # "drop": the dropped channels become Gaussian noise with 1/100 of the
 # standard deviation of the kept one.
 _DROP_NOISE = 0.01
+# The authors' code blurs patches of 96 pixels by resampling them to a side
+# of sqrt(u) pixels, u uniform in [10², 95²], and back.
+_BLUR_SIDES = (10, 95, 96)
 
 
 def _resolve_sizes(patch_size, gap, side: int, fn: str) -> tuple[int, int]:
@@ -90,10 +93,37 @@ def _drop_colours(patch: jax.Array, keep: jax.Array,
   return jnp.where(jnp.arange(3) == keep, patch, scale * noise)
 
 
+def _linear_resampling(size_in: jax.Array, size_out: jax.Array,
+                       n: int) -> jax.Array:
+  """[n, n] matrix R: R @ x resamples the first `size_in` entries of x to
+  `size_out` entries (rows past `size_out` are 0), linear interpolation at
+  half-pixel centres, sources clamped to the edge."""
+  size_in = size_in.astype(jnp.float32)
+  out = jnp.arange(n, dtype=jnp.float32)
+  source = jnp.clip((out + 0.5) * size_in / size_out - 0.5, 0.0,
+                    size_in - 1)
+  low = jnp.floor(source)
+  high = jnp.minimum(low + 1, size_in - 1)
+  frac = (source - low)[:, None]
+  taps = jnp.arange(n, dtype=jnp.float32)
+  rows = (1 - frac) * (taps == low[:, None]) + frac * (taps == high[:, None])
+  return jnp.where(out[:, None] < size_out, rows, 0.0)
+
+
+def _blur(patch: jax.Array, side: jax.Array) -> jax.Array:
+  """The square `patch` resampled to side × side pixels and back."""
+  n = patch.shape[0]
+  full = jnp.asarray(n)
+  both = (_linear_resampling(side, full, n)
+          @ _linear_resampling(full, side, n)).astype(patch.dtype)
+  return jnp.einsum("ij,jkc,lk->ilc", both, patch, both)
+
+
 def relative_patches(key: jax.Array, images: jax.Array, *, grid: int = 3,
                      patch_size: Optional[int] = None,
                      gap: Optional[int] = None, jitter: Optional[int] = None,
-                     chromatic: str = "none", normalize: bool = True
+                     chromatic: str = "none", blur_prob: float = 0.0,
+                     normalize: bool = True
                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """A centre patch, one of its 8 neighbours, and the neighbour's position.
 
@@ -125,6 +155,11 @@ def relative_patches(key: jax.Array, images: jax.Array, *, grid: int = 3,
       "drop": per patch keep one random channel and replace the other two
         with Gaussian noise of 1/100 of the kept channel's standard
         deviation.
+    blur_prob: the probability that a patch is blurred first, as a third
+      of them are in the authors' code (1/3 there): resampled (linearly, at
+      half-pixel centres) down to a side of floor(p · sqrt(u) / 96) pixels,
+      u uniform in [10², 95²] (10 to 95 pixels of 96), and back up to p, so
+      that fine detail, which a patch's neighbour continues, cannot place it.
     normalize: standardise each patch after the chromatic step (default
       True, as in the authors' code): subtract each channel's mean over the
       patch, divide by sqrt(var + 1e-6) with var the mean square over its
@@ -151,6 +186,7 @@ def relative_patches(key: jax.Array, images: jax.Array, *, grid: int = 3,
     jitter = gap * _PAPER_JITTER_PER_GAP[0] // _PAPER_JITTER_PER_GAP[1]
   _images.check_jitter(jitter, gap, fn)
   _images.check_choice(chromatic, CHROMATIC, "chromatic", fn)
+  _common.check_in_range(blur_prob, 0.0, 1.0, "blur_prob", fn)
   if chromatic != "none" and np.shape(images)[-1] != 3:
     raise ValueError(
         f"{fn}: `chromatic`={chromatic!r} needs RGB images [B, H, W, 3], got "
@@ -175,6 +211,17 @@ def relative_patches(key: jax.Array, images: jax.Array, *, grid: int = 3,
     corner = origin + cell * cell_size + draws[3:7].reshape(2, 2)
     patches = jax.vmap(_images.crop, (None, 0, 0, None))(
         image, corner[:, 0], corner[:, 1], patch_size)
+    if blur_prob:
+      # Its own key, so that the other draws do not depend on `blur_prob`.
+      blurred_key, side_key = jax.random.split(jax.random.fold_in(key, 1))
+      blurred = jax.random.bernoulli(blurred_key, blur_prob, (2,))
+      fewest, most, paper = _BLUR_SIDES
+      pixels = jnp.sqrt(jax.random.uniform(side_key, (2,),
+                                           minval=fewest ** 2,
+                                           maxval=most ** 2))
+      sides = jnp.maximum(jnp.floor(pixels * patch_size / paper), 1)
+      patches = jnp.where(blurred[:, None, None, None],
+                          jax.vmap(_blur)(patches, sides), patches)
     if chromatic == "projection":
       patches = _project_out_green_magenta(patches)
     elif chromatic == "drop":
