@@ -455,3 +455,21 @@ def test_metrics_writer(tmp_path):
       {"step": 2, "loss": 0.5, "knn_top1": None},
       {"step": 3, "loss": 0.25}]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+def test_adamw_counts_steps_per_parameter_through_a_freeze():
+  """After 3 frozen steps a parameter's first AdamW update is a fresh
+  Adam's first update, ±lr (PyTorch's per-parameter step count), not the
+  tiny bias-corrected value a global count of 4 would give."""
+  config = toy.make_config(**{"optimizer.name": "adamw",
+                              "optimizer.warmup_steps": 0,
+                              "optimizer.weight_decay": 0.0})
+  params = {"late": jnp.ones(3)}
+  tx = train.make_optimizer(config, frozen=lambda p, t: {"late": t < 3})
+  state = tx.init(params)
+  grads = {"late": jnp.array([0.5, -2.0, 1e-3])}
+  for t in range(4):
+    updates, state = tx.update(grads, state, params)
+  lr = train.learning_rate_schedule(config)(3)
+  np.testing.assert_allclose(updates["late"], -lr * np.sign(grads["late"]),
+                             rtol=1e-4)

@@ -30,6 +30,10 @@ Fields of `config.optimizer` (an `ml_collections.ConfigDict`):
 * `constant_lr_parts` (default ()): top-level parameter keys whose rate
   stays at the peak instead of following the schedule (SimSiam's
   predictor, `--fix-pred-lr`).
+* `momentum_free_parts` (default ()): top-level parameter keys optimised
+  without momentum (SGD: w ← w − lr·g'; LARS and AdamW with m = 0), e.g.
+  DeepCluster's classifier, which the official code updates with its own
+  `SGD(top_layer, lr, weight_decay)`.
 """
 
 from __future__ import annotations
@@ -136,6 +140,58 @@ def map_param_trees(fn: Callable, state: PyTree, *rest: PyTree,
       state, *rest, is_leaf=is_params)
 
 
+class AdamState(NamedTuple):
+  """Adam's moments and, per parameter, the number of its updates."""
+  count: PyTree
+  mu: PyTree
+  nu: PyTree
+
+
+def scale_by_adam_per_parameter(b1: float = 0.9, b2: float = 0.999,
+                                eps: float = 1e-8
+                                ) -> optax.GradientTransformation:
+  """Adam's scaling (Kingma & Ba 2015) with a step count per parameter.
+
+      m ← b1·m + (1 − b1)·g,  v ← b2·v + (1 − b2)·g²,  t ← t + 1,
+      update = (m / (1 − b1^t)) / (√(v / (1 − b2^t)) + eps).
+
+  optax's `scale_by_adam` counts steps once for all parameters; PyTorch's
+  Adam keeps a count per parameter, so a parameter frozen at first (DINO's
+  last layer, `freeze`) starts its bias correction when it first moves. The
+  counts are shaped like the parameters, so `freeze` keeps a frozen
+  parameter's count, as its moments, unchanged.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> tx = scale_by_adam_per_parameter()
+    >>> state = tx.init({"w": jnp.zeros(2)})
+    >>> u, state = tx.update({"w": jnp.array([1.0, -2.0])}, state)
+    >>> print([round(float(x), 4) for x in u["w"]], int(state.count["w"]))
+    [1.0, -1.0] 1
+  """
+
+  def init(params):
+    return AdamState(
+        count=jax.tree.map(lambda _: jnp.zeros((), jnp.int32), params),
+        mu=jax.tree.map(jnp.zeros_like, params),
+        nu=jax.tree.map(jnp.zeros_like, params))
+
+  def update(updates, state, params=None):
+    del params
+    count = jax.tree.map(lambda c: c + 1, state.count)
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu,
+                      updates)
+
+    def scale(m, v, t):
+      t = t.astype(jnp.float32)
+      return (m / (1 - b1 ** t)) / (jnp.sqrt(v / (1 - b2 ** t)) + eps)
+
+    return jax.tree.map(scale, mu, nu, count), AdamState(count, mu, nu)
+
+  return optax.GradientTransformation(init, update)
+
+
 class FreezeState(NamedTuple):
   """`freeze`'s state: the wrapped optimizer's and the update count."""
   inner: optax.OptState
@@ -151,8 +207,9 @@ def freeze(inner: optax.GradientTransformation,
   pytree of bools shaped like `params`; where it is True the update is zero
   and the optimizer state (momentum, Adam moments) keeps its old value, as
   PyTorch optimizers skip a parameter whose gradient is None (DINO's frozen
-  last layer, SwAV's prototypes): weight decay does not touch it either.
-  Global counters (Adam's step count) advance for everyone.
+  last layer, SwAV's prototypes): weight decay does not touch it either,
+  and "adamw"'s per-parameter step count (`scale_by_adam_per_parameter`)
+  waits too. Global counters (schedules) advance for everyone.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -199,7 +256,8 @@ def make_optimizer(config, *, frozen: Optional[Callable] = None
 
   * LARS (You et al. 2017; the SimCLR/BYOL implementation):
     v ← m·v + lr·η·‖w‖/‖g'‖·g' (trust ratio 1 for biases and norms), w ← w − v.
-  * AdamW (Loshchilov & Hutter 2019): Adam's moments of g with β1 = m,
+  * AdamW (Loshchilov & Hutter 2019): Adam's moments of g with β1 = m and
+    a step count per parameter, as PyTorch's,
     w ← w − lr·(m̂/(√v̂ + ε) + λw).
   * SGD with momentum: v ← m·v + g', w ← w − lr·v.
 
@@ -246,26 +304,37 @@ def make_optimizer(config, *, frozen: Optional[Callable] = None
   mask = decay_mask if opt.get("exclude_bias_and_norm", True) else True
   decay = _weight_decay(config, weight_decay)
 
-  def base(lr):
+  def base(lr, momentum=momentum):
     if opt.name == "lars":
       return optax.lars(lr, weight_decay=decay, weight_decay_mask=mask,
                         trust_coefficient=opt.get("trust_coefficient", 1e-3),
                         trust_ratio_mask=mask, momentum=momentum)
     if opt.name == "adamw":
-      return optax.adamw(lr, b1=momentum, b2=opt.get("b2", 0.999),
-                         weight_decay=decay, mask=mask)
+      return optax.chain(
+          scale_by_adam_per_parameter(b1=momentum, b2=opt.get("b2", 0.999)),
+          optax.add_decayed_weights(decay, mask=mask),
+          optax.scale_by_learning_rate(lr))
     return optax.chain(optax.add_decayed_weights(decay, mask=mask),
                        optax.sgd(lr, momentum=momentum or None))
 
   schedule = learning_rate_schedule(config)
   tx = base(schedule)
   constant = tuple(opt.get("constant_lr_parts", ()))
-  if constant:
+  still = tuple(opt.get("momentum_free_parts", ()))
+  if constant or still:
     peak = schedule(max(opt.get("warmup_steps", 0), 0))
+    # One optimizer per group of top-level keys, labelled by its rate and
+    # its momentum.
+    def group(key: str) -> str:
+      return (f"{'constant' if key in constant else 'schedule'}/"
+              f"{'no_momentum' if key in still else 'momentum'}")
+
     tx = optax.multi_transform(
-        {"schedule": tx, "constant": base(peak)},
-        lambda params: {k: jax.tree.map(
-            lambda _, k=k: "constant" if k in constant else "schedule", v)
+        {f"{rate}/{kind}": base(peak if rate == "constant" else schedule,
+                                0.0 if kind == "no_momentum" else momentum)
+         for rate in ("schedule", "constant")
+         for kind in ("momentum", "no_momentum")},
+        lambda params: {k: jax.tree.map(lambda _, k=k: group(k), v)
                         for k, v in params.items()})
   tx = optax.chain(*_clipping(opt, fn), tx,
                    *_bias_scaling(opt.get("bias_lr_scale", 1.0), fn))
