@@ -10,6 +10,8 @@ Published linear top-1 that the presets target:
   imagenet100   79.80  ResNet-18, 400 epochs (solo-learn, online probe)
   imagenet2012  75.4   ResNet-50, 1000 epochs, batch 4096 (paper, Table 1)
   mnist5k       none published: a smoke run of a few minutes on a CPU.
+NNCLR has no official code; where the recipe differs from the paper and
+solo-learn: docs/fidelity.md#nnclr.
 """
 
 from configs import common
@@ -20,7 +22,8 @@ _SOLO_LEARN = {"method.proj_hidden_dim": 2048, "method.proj_dim": 256,
                "optimizer.weight_decay": 1e-5}
 
 RECIPES = {
-    # 10 epochs: kNN 0.950 at AdamW's rate 1.2e-2, 0.947 at 4e-3.
+    # 10 epochs: kNN 0.950 at AdamW's rate 1.2e-2, 0.947 at 4e-3 (joint
+    # BatchNorm).
     "mnist5k": {**_SOLO_LEARN, "method.proj_hidden_dim": 256,
                 "method.proj_dim": 64, "method.pred_hidden_dim": 256,
                 "method.queue_size": 2048, **common.MNIST5K_ADAMW,

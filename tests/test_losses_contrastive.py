@@ -43,6 +43,22 @@ def ref_nt_xent(z1, z2, t):
   return total / n2
 
 
+def ref_dcl(z1, z2, t, weighted=False, sigma=0.5):
+  """Yeh et al. 2022, eq. 6: the positive left out of the denominator; DCLW
+  weights it by w = 2 − N·softmax_n(z1_n·z2_n / σ) (a constant)."""
+  z = np_normalize(np.concatenate([z1, z2]))
+  n = len(z1)
+  paired = np.array([z[k] @ z[k + n] for k in range(n)]) / sigma
+  vmf = np.exp(paired - paired.max()) / np.exp(paired - paired.max()).sum()
+  total = 0.0
+  for i in range(2 * n):
+    pos = (i + n) % (2 * n)
+    w = 2 - n * vmf[i % n] if weighted else 1.0
+    negatives = [z[i] @ z[j] / t for j in range(2 * n) if j not in (i, pos)]
+    total += np_lse(negatives) - w * z[i] @ z[pos] / t
+  return total / (2 * n)
+
+
 def ref_info_nce(q, p, negatives, t):
   q, p, negatives = (np.asarray(x, np.float64) for x in (q, p, negatives))
   total = 0.0
@@ -111,6 +127,8 @@ def _cases():
   return {
       "nt_xent": (functools.partial(C.nt_xent, temperature=T), (z1, z2),
                   lambda a, b: ref_nt_xent(a, b, T), (0, 1)),
+      "dcl": (functools.partial(C.dcl, temperature=T), (z1, z2),
+              lambda a, b: ref_dcl(a, b, T), (0, 1)),
       "info_nce": (functools.partial(C.info_nce, temperature=T),
                    (z1, z2, negs), lambda *x: ref_info_nce(*x, T), (0, 1, 2)),
       "info_nce_per_query": (functools.partial(C.info_nce, temperature=T),
@@ -182,11 +200,12 @@ def test_zero_vectors_finite(name):
 
 @pytest.mark.parametrize("t", [1e-4, 1e4])
 @pytest.mark.parametrize("name", ["nt_xent", "clip", "info_nce", "moco",
-                                  "nnclr", "supcon"])
+                                  "nnclr", "supcon", "dcl"])
 def test_extreme_temperatures_finite(name, t):
   z1, z2 = randn(4, 3), randn(4, 3)
   call = {
       "nt_xent": lambda a, b: C.nt_xent(a, b, temperature=t),
+      "dcl": lambda a, b: C.dcl(a, b, temperature=t, weighted=True),
       "clip": lambda a, b: C.clip(a, b, temperature=t),
       "info_nce": lambda a, b: C.info_nce(a, b, a[::-1], temperature=t),
       "moco": lambda a, b: C.moco(a, b, b[::-1], temperature=t),
@@ -200,6 +219,65 @@ def test_extreme_temperatures_finite(name, t):
   assert all(np.isfinite(g).all() for g in grads)
   if name == "nt_xent":
     np.testing.assert_allclose(value, ref_nt_xent(z1, z2, t), rtol=1e-4)
+
+
+# ------------------------------------------------------------------ DCL ---
+
+
+def test_dclw_matches_reference_and_weights_without_gradient():
+  z1, z2 = randn(6, 5), randn(6, 5)
+  loss = functools.partial(C.dcl, temperature=T, weighted=True, sigma=0.3)
+  np.testing.assert_allclose(loss(z1, z2), ref_dcl(z1, z2, T, True, 0.3),
+                             rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(loss)(z1, z2), loss(z1, z2), rtol=1e-6)
+  # The weights are constants: the gradient is that of the loss with the
+  # weights held at their value, checked against finite differences.
+  z = np_normalize(np.concatenate([z1, z2]))
+  paired = np.array([z[k] @ z[k + 6] for k in range(6)]) / 0.3
+  held = np.tile(2 - 6 * np.exp(paired) / np.exp(paired).sum(), 2)
+
+  def with_held_weights(a, b):
+    a, b = (x / jnp.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    anchors, others = jnp.concatenate([a, b]), jnp.concatenate([b, a])
+    logits = anchors @ jnp.concatenate([a, b]).T / T
+    n2 = len(anchors)
+    mask = (jnp.eye(n2) + jnp.eye(n2, k=6) + jnp.eye(n2, k=-6)) > 0
+    lse = jax.nn.logsumexp(jnp.where(mask, -jnp.inf, logits), axis=1)
+    return jnp.mean(lse - held * jnp.sum(anchors * others, axis=1) / T)
+
+  with jax.enable_x64(True):
+    args = (np.float64(z1), np.float64(z2))
+    check_grads(with_held_weights, args, order=1, modes=["rev"])
+    for g, want in zip(jax.grad(loss, argnums=(0, 1))(*args),
+                       jax.grad(with_held_weights, argnums=(0, 1))(*args)):
+      np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-10)
+  value = loss(jnp.asarray(z1, jnp.bfloat16), jnp.asarray(z2, jnp.bfloat16))
+  assert value.dtype == jnp.float32
+
+
+def test_dcl_is_nt_xent_without_the_positive_in_the_denominator():
+  # Every term drops log(1 + exp(s_ip/T) / Σ_negatives exp(s_ij/T)) > 0.
+  z1, z2 = randn(5, 4), randn(5, 4)
+  assert C.dcl(z1, z2, temperature=T) < C.nt_xent(z1, z2, temperature=T)
+  # A hand case: z = [e1, e2, e1, e2], T = 0.5: each anchor's two negatives
+  # are orthogonal (logits 0), its positive at logit 2: log 2 − 2.
+  e = jnp.eye(2)
+  np.testing.assert_allclose(C.dcl(e, e, temperature=0.5), np.log(2) - 2,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("block_size", [3, 7, 1024])
+def test_dcl_blockwise_equals_dense(weighted, block_size):
+  z1, z2 = randn(10, 6), randn(10, 6)
+  loss = functools.partial(C.dcl, temperature=T, weighted=weighted)
+  blockwise = jax.jit(jax.value_and_grad(functools.partial(
+      loss, implementation="blockwise", block_size=block_size), (0, 1)))
+  dense = jax.value_and_grad(functools.partial(loss, implementation="dense"),
+                             (0, 1))
+  for got, want in zip(jax.tree.leaves(blockwise(z1, z2)),
+                       jax.tree.leaves(dense(z1, z2))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------ hand-worked cases ---
@@ -309,6 +387,11 @@ BAD = [
     (lambda: C.nt_xent(x2, x2, temperature=-1.0), "temperature"),
     (lambda: C.nt_xent(x2, x2, implementation="fast"), "implementation"),
     (lambda: C.nt_xent(x2, x2, block_size=0), "block_size"),
+    (lambda: C.dcl(x3, x3), "z1"),
+    (lambda: C.dcl(x2, np.ones((5, 3))), "z2"),
+    (lambda: C.dcl(x2, x2, temperature=0.0), "temperature"),
+    (lambda: C.dcl(x2, x2, weighted=True, sigma=-1.0), "sigma"),
+    (lambda: C.dcl(x2, x2, implementation="fast"), "implementation"),
     (lambda: C.info_nce(x2, x2, np.ones((4, 2))), "negatives"),
     (lambda: C.info_nce(x2, x2, np.ones((5, 2, 3))), "negatives"),
     (lambda: C.info_nce(x2, x2, np.ones(3)), "negatives"),
@@ -356,6 +439,11 @@ _LABELS = np.array([0, 1, 2, 0, 1, 2, 3, 3, 0, 4, 4, 5, 1, 6, 7, 7])
 SHARDED = {
     "nt_xent": (functools.partial(C.nt_xent, temperature=T),
                 (randn(16, 5), randn(16, 5)), (P("data"), P("data")), (0, 1)),
+    "dcl": (functools.partial(C.dcl, temperature=T),
+            (randn(16, 5), randn(16, 5)), (P("data"), P("data")), (0, 1)),
+    # DCLW's weights are a softmax over the global batch.
+    "dclw": (functools.partial(C.dcl, temperature=T, weighted=True),
+             (randn(16, 5), randn(16, 5)), (P("data"), P("data")), (0, 1)),
     "nnclr": (functools.partial(C.nnclr, temperature=T),
               (randn(16, 5), randn(16, 5), randn(12, 5)),
               (P("data"), P("data"), P()), (0, 1, 2)),

@@ -1,28 +1,32 @@
 """Train steps on 8 fake CPU devices equal the steps on one device.
 
 Same global batch, same PRNG key: under `jax.jit` over the ("data",) mesh
-every method sees the global batch (BatchNorm statistics, negatives, the
-Sinkhorn sums, the DINO center, the queue), and its augmentations do not
-depend on the sharding, so parameters, model state and method state must
-match the single-device run.
+every method sees the global batch (BatchNorm statistics, per view or
+joint, negatives, the Sinkhorn sums, the DINO center, the queues, the
+labels), and its augmentations do not depend on the sharding, so
+parameters, model state and method state must match the single-device run.
 """
 
 import jax
 import numpy as np
 import pytest
 
-from test_methods import BATCH, batches, run_steps, tiny_config
+from test_methods import BATCH, batches, build, run_steps, step_config
 
 # Two steps, so that the second one uses what the first one's post-update
 # left: the EMA target, the pushed queue (full for SwAV, whose queue then
-# joins the Sinkhorn step; wrapping for MoCo), the center, the unfrozen
-# DINO last layer and SwAV prototypes.
+# joins the Sinkhorn step; wrapping for MoCo and NNCLR), the center, the
+# unfrozen DINO last layer and SwAV prototypes (renormalised in place).
 CASES = {
     "simclr": {},
     "byol": {},
     "dino": dict(freeze_last_layer_steps=1),
     "moco_v2": dict(queue_size=BATCH + BATCH // 2),
+    "moco_v3": {},
     "swav": dict(queue_size=BATCH, freeze_prototypes_steps=1),
+    "nnclr": dict(queue_size=BATCH + BATCH // 2),
+    "barlow_twins": {},
+    "supcon": {},
 }
 
 
@@ -32,13 +36,12 @@ def test_eight_devices_equal_one(name):
   steps = batches(2)
   runs = {}
   for devices in (8, 1):
-    config = tiny_config(name, **CASES[name])
+    config = step_config(name, devices)
     # SGD, not Adam: Adam turns the rounding noise of gradients that are
     # zero in exact arithmetic (a bias followed by BatchNorm) into
     # learning-rate-sized steps of random sign.
     config.optimizer.update(name="sgd", learning_rate=0.5)
-    config.mesh.data = devices
-    runs[devices] = run_steps(config, steps)
+    runs[devices] = run_steps(build(name, **CASES[name]), config, steps)
   (history8, metrics8), (history1, metrics1) = runs[8], runs[1]
   for m8, m1 in zip(metrics8, metrics1):
     assert np.isfinite(m8["loss"])
