@@ -181,24 +181,27 @@ MNIST5K_ADAMW = {"batch_size": 128, "optimizer.name": "adamw",
 # 95.1 / 95.4 (README).
 MNIST5K_PATCH_BACKBONE = {"method.backbone_kwargs.strides": (1, 1, 2, 2)}
 
-# Augmentation settings by dataset and by kind of `ssljax.data.augment`
-# preset: two views ("simclr", "byol") or "multicrop". MNIST digits lose
-# their identity when flipped or cropped to 8% of their area (SimCLR on
-# mnist5k: crops of (0.3, 1) gave kNN 0.884, (0.5, 1) 0.889; CIFAR recipes
-# drop the blur (SimCLR, App. B.9; solo-learn) and solo-learn trains DINO
-# and SwAV on CIFAR with two crops of scale (0.08, 1).
+# Augmentation settings by dataset and by `ssljax.data.augment` preset of
+# the method: two symmetric views ("simclr"), two asymmetric ones ("byol")
+# or "multicrop". MNIST digits lose their identity when flipped or cropped
+# to 8% of their area (SimCLR on mnist5k: crops of (0.3, 1) gave kNN 0.884,
+# (0.5, 1) 0.889). On CIFAR, solo-learn's asymmetric recipe drops the blur
+# and keeps the solarisation (`augmentations/asymmetric.yaml`), its
+# symmetric one keeps the blur at p 0.5 (`symmetric.yaml`), and it trains
+# DINO and SwAV with two crops of scale (0.08, 1).
 _NO_COLOUR_OPS = {"method.augment.flip_prob": 0.0,
                   "method.augment.blur_prob": 0.0,
                   "method.augment.solarize_prob": 0.0}
+_MNIST5K_PAIR = {"method.augment.scale": (0.5, 1.0), **_NO_COLOUR_OPS}
 VIEW_RECIPES = {
-    ("mnist5k", "pair"): {"method.augment.scale": (0.5, 1.0),
-                          **_NO_COLOUR_OPS},
+    ("mnist5k", "simclr"): _MNIST5K_PAIR,
+    ("mnist5k", "byol"): _MNIST5K_PAIR,
     # Two global crops only (as solo-learn's CIFAR recipes): small_cnn
     # flattens its last map, whose size is fixed by the 28×28 crop.
     ("mnist5k", "multicrop"): {"method.augment.num_local": 0,
                                "method.augment.global_scale": (0.5, 1.0),
                                **_NO_COLOUR_OPS},
-    ("cifar", "pair"): {"method.augment.blur_prob": 0.0},
+    ("cifar", "byol"): {"method.augment.blur_prob": 0.0},
     ("cifar", "multicrop"): {"method.augment.num_local": 0,
                              "method.augment.global_scale": (0.08, 1.0),
                              "method.augment.blur_prob": 0.0},
@@ -387,8 +390,7 @@ def get_config(method_name: str, arg: str,
   preset, overrides = parse_arg(arg)
   config = base_config(method_name, preset)
   family = "cifar" if preset.startswith("cifar") else preset
-  views = ("multicrop" if config.method.get("augment", {}).get("preset")
-           == "multicrop" else "pair")
+  views = config.method.get("augment", {}).get("preset")
   apply_overrides(config, every_preset or {})
   apply_overrides(config, DATASET_RECIPES[family])
   apply_overrides(config, VIEW_RECIPES.get((family, views), {}))
