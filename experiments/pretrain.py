@@ -20,11 +20,12 @@ the logs.
 
 The frozen encoder is evaluated (`ssljax.train.evaluation`: weighted kNN,
 1-NN, embedding std, RankMe) every `config.eval_every` steps (default: at
-every checkpoint) and at the end, with a linear probe at the end. The workdir
-then also holds `summary.json` (the final metrics) and `curves.png` (loss and
-accuracies). The last line printed is a summary of the final metrics,
-`knn_top1` and `linear_top1` first; running a finished workdir's command
-again prints it again.
+every checkpoint) and at the end, with the fast linear probe at the end
+(`probe_top1`; the standard linear evaluation is `linear_eval.py`). The
+workdir then also holds `summary.json` (the final metrics) and `curves.png`
+(loss and accuracies). The last line printed is a summary of the final
+metrics, `knn_top1` and `probe_top1` first; running a finished workdir's
+command again prints it again.
 """
 
 import os

@@ -7,14 +7,15 @@ Each method runs with its own `configs/<method>.py` recipe for the dataset
 preset, all with the same number of epochs (`--epochs`; default the preset's,
 10 with `--quick`), in `<workdir>/<method>`. Re-running resumes unfinished
 runs and reuses the saved rows of finished ones. The frozen encoders are
-scored as in `pretrain.py` (weighted kNN top-1, linear probe top-1).
+scored as in `pretrain.py` (weighted kNN top-1, fast probe top-1: the
+monitor, not the standard linear evaluation of `linear_eval.py`).
 Written to `<workdir>`:
 
-  table.md    method | kNN top-1 | linear top-1 | images/s | wall time (s)
+  table.md    method | kNN top-1 | probe top-1 | images/s | wall time (s)
   table.png   the two accuracies of every method as bars
 
 The first row, "raw pixels", scores the flattened images themselves with the
-same kNN and linear probe: the baseline every encoder must beat (skipped for
+same kNN and fast probe: the baseline every encoder must beat (skipped for
 datasets too large to hold as floats, see `PIXEL_BASELINE_MAX_FLOATS`).
 
 A method whose run fails gets its error in the table instead of numbers; the
@@ -64,7 +65,7 @@ _OVERRIDES = flags.DEFINE_string(
     "overrides", "", "More config overrides for every method, "
     "`key=value,...` as in the configs' argument (configs/common.py).")
 
-_COLUMNS = ("method", "kNN top-1", "linear top-1", "images/s",
+_COLUMNS = ("method", "kNN top-1", "probe top-1", "images/s",
             "wall time (s)")
 
 
@@ -102,7 +103,7 @@ def run_method(name: str, dataset: str, workdir: str, epochs=None,
   throughput = [r["images_per_sec"] for r in metrics_lib.read_metrics(workdir)
                 if r.get("images_per_sec") is not None]
   row = {"method": name, "knn_top1": final.get("knn_top1"),
-         "linear_top1": final.get("linear_top1"),
+         "probe_top1": final.get("probe_top1"),
          "images_per_sec": statistics.median(throughput) if throughput
                            else None,
          "wall_s": time.perf_counter() - start}
@@ -134,7 +135,7 @@ def pixel_baseline(dataset: str) -> dict | None:
   scores = evaluation.score(features, num_classes=meta.num_classes,
                             linear=True)
   return {"method": PIXELS, "knn_top1": scores["knn_top1"],
-          "linear_top1": scores["linear_top1"], "images_per_sec": None,
+          "probe_top1": scores["probe_top1"], "images_per_sec": None,
           "wall_s": time.perf_counter() - start}
 
 
@@ -143,10 +144,10 @@ def markdown(rows) -> str:
 
   Example:
     >>> print(markdown([{"method": "simclr", "knn_top1": 0.91234,
-    ...                  "linear_top1": 0.95, "images_per_sec": 812.3,
+    ...                  "probe_top1": 0.95, "images_per_sec": 812.3,
     ...                  "wall_s": 150.2},
     ...                 {"method": "dino", "error": "ValueError: x"}]))
-    | method | kNN top-1 | linear top-1 | images/s | wall time (s) |
+    | method | kNN top-1 | probe top-1 | images/s | wall time (s) |
     |---|---|---|---|---|
     | simclr | 91.23 | 95.00 | 812 | 150 |
     | dino | failed: ValueError: x | - | - | - |
@@ -158,7 +159,7 @@ def markdown(rows) -> str:
       cells = [row["method"], f"failed: {row['error']}", "-", "-", "-"]
     else:
       cells = [row["method"], _percent(row["knn_top1"]),
-               _percent(row["linear_top1"]), _number(row["images_per_sec"]),
+               _percent(row["probe_top1"]), _number(row["images_per_sec"]),
                _number(row["wall_s"])]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -196,7 +197,7 @@ def main(argv):
     f.write(table + "\n")
   metrics_lib.plot_bars(
       os.path.join(workdir, "table.png"), [r["method"] for r in rows],
-      {key: [r.get(key) for r in rows] for key in ("knn_top1", "linear_top1")},
+      {key: [r.get(key) for r in rows] for key in ("knn_top1", "probe_top1")},
       title=f"{dataset}: top-1 of the frozen encoders")
   print(table)
   trained = [r for r in rows if r["method"] != PIXELS]

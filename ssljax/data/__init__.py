@@ -15,6 +15,8 @@
   ArrayRecord dataset on first use) and datasets prepared as ArrayRecord
   need neither network nor TensorFlow; TFRecord-prepared tfds datasets go
   through tf.data (`pip install 'ssljax[tf]'`).
+  With `indices`, only those rows of the split (a labelled subset).
+* `labels(name, split)`: every example's label, without decoding images.
 * "imagefolder" with `path=DIR`: a user's pictures in `DIR/train` and
   optionally `DIR/val`, with class subfolders or plain images;
   `folder_stats(DIR)` computes their mean and standard deviation.
@@ -41,7 +43,8 @@ _LAZY = {
     "BalancedBatches": "_balanced", "balanced": "_balanced",
     "balanced_indices": "_balanced", "DATASETS": "_datasets",
     "DatasetInfo": "_datasets", "default_data_dir": "_datasets",
-    "info": "_datasets", "load": "_datasets", "folder_stats": "_folder",
+    "info": "_datasets", "labels": "_datasets", "load": "_datasets",
+    "folder_stats": "_folder",
     "CheckedSource": "_pipeline", "DevicePrefetch": "_pipeline",
     "HostDecodedBatches": "_pipeline", "pipeline": "_pipeline",
     "to_global_array": "_pipeline",

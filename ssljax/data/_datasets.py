@@ -17,6 +17,7 @@ import os
 from typing import Any, NamedTuple, Sequence
 
 from absl import logging
+import numpy as np
 import tensorflow_datasets as tfds
 
 from ssljax.data import _balanced
@@ -186,7 +187,7 @@ def load(name: str, split: str, *, batch_size: int, seed: int = 0,
          classes_per_batch: int | None = None, path: str | None = None,
          image_size: int | None = None, crops: Sequence[Any] | None = None,
          num_workers: int = 0, num_threads: int | None = None,
-         dct_scaling: bool = True):
+         dct_scaling: bool = True, indices: Sequence[int] | None = None):
   """An iterator of this process's batches of a dataset.
 
   Fixed-size datasets yield `{"image": uint8 [b, H, W, C], "label": int32
@@ -224,6 +225,11 @@ def load(name: str, split: str, *, batch_size: int, seed: int = 0,
   `default_data_dir()`. `dct_scaling` lets JPEGs decode at 1/2, 1/4 or 1/8
   when every crop shrinks that much.
 
+  With `indices` (distinct rows of the split, e.g. a labelled subset from
+  `ssljax.evaluate.class_balanced_subset(labels(name, split), 0.01, ...)`),
+  only those examples are read: they make up the epoch, and `index` stays
+  their row in the whole split.
+
   With `classes_per_batch` = P, the batches are class-balanced instead, P
   classes × batch_size / P images each, endless (`ssljax.data.balanced`,
   seeded by `seed`); they need random access to the records ("mnist5k", a
@@ -253,6 +259,19 @@ def load(name: str, split: str, *, batch_size: int, seed: int = 0,
   threads = {} if num_threads is None else dict(num_threads=num_threads)
   source, labels, describe = _random_access(name, meta, split, data_dir,
                                             path)
+  rows = None
+  if indices is not None:
+    if classes_per_batch is not None:
+      raise ValueError(f"{fn}: give `indices` or `classes_per_batch`, not "
+                       "both.")
+    size = len(source) if source is not None else \
+        tfds.builder(meta.tfds_name, data_dir=data_dir).info.splits[
+            meta.test_split if split == "test" else split].num_examples
+    rows = _check_indices(indices, size, fn)
+  if source is not None and rows is not None:
+    source, labels = _pipeline.Rows(source, rows), \
+        None if labels is None else np.asarray(labels)[rows]
+    describe = describe and (lambda i, d=describe: d(source.original(i)))
   if classes_per_batch is not None:
     if source is None:
       raise ValueError(
@@ -263,12 +282,53 @@ def load(name: str, split: str, *, batch_size: int, seed: int = 0,
     return _balanced_batches(source, labels, classes_per_batch,
                              describe=describe, **options, **host, **threads)
   if source is not None:
-    return _pipeline.pipeline(source, num_workers=num_workers,
-                              describe=describe, labels=labels, **options,
-                              **host, **threads)
+    batches = _pipeline.pipeline(source, num_workers=num_workers,
+                                 describe=describe, labels=labels, **options,
+                                 **host, **threads)
+    return batches if rows is None else _pipeline.OriginalIndex(batches, rows)
   return _tf.load(name, meta.tfds_name,
                   meta.test_split if split == "test" else split,
-                  data_dir=data_dir, **options, **host, **threads)
+                  data_dir=data_dir, indices=rows, **options, **host,
+                  **threads)
+
+
+def _check_indices(indices: Sequence[int], size: int, fn: str) -> np.ndarray:
+  """`indices` as int64 [n], checked: distinct rows in [0, size), n >= 1."""
+  rows = np.asarray(indices)
+  if rows.ndim != 1 or not rows.size or \
+      not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0 or \
+      rows.max() >= size or len(np.unique(rows)) != rows.size:
+    raise ValueError(f"{fn}: `indices` must be distinct int rows of the "
+                     f"split in [0, {size}), at least one, got "
+                     f"{np.asarray(indices)!r:.80}.")
+  return rows.astype(np.int64)
+
+
+def labels(name: str, split: str, *, data_dir: str | None = None,
+           path: str | None = None) -> np.ndarray:
+  """The labels of every example of a split, int32 [N], row i being the
+  example that `load` yields with `index` i (-1 for unlabelled images).
+
+  Images are not decoded: an image folder's labels come from its class
+  subfolders; mnist5k and ArrayRecord datasets are read record by record;
+  TFRecord datasets through tf.data with the images left encoded.
+
+  >>> import tempfile
+  >>> print(labels("mnist5k", "test", data_dir=tempfile.mkdtemp())[:5])
+  [3 8 7 2 6]
+  """
+  _check_path(name, path, "labels")
+  meta = info(name, path=None) if name != FOLDER else None
+  data_dir = data_dir or default_data_dir()
+  source, known, _ = _random_access(name, meta, split, data_dir, path)
+  if known is not None:
+    return np.asarray(known, np.int32)
+  if source is not None:
+    return np.array([source[i]["label"] for i in range(len(source))],
+                    np.int32)
+  return _tf.labels(name, meta.tfds_name,
+                    meta.test_split if split == "test" else split,
+                    data_dir=data_dir)
 
 
 def _random_access(name: str, meta: DatasetInfo | None, split: str,

@@ -121,6 +121,53 @@ class ProcessRows(grain.MapDataset):
             f"local={self._local})")
 
 
+class Rows:
+  """Records `indices` of `source`, in that order: a subset as a source.
+
+  >>> rows = Rows([{"label": i} for i in range(5)], [4, 1])
+  >>> print(len(rows), rows[0], rows.original(1))
+  2 {'label': 4} 1
+  """
+
+  def __init__(self, source: Sequence[dict], indices: np.ndarray):
+    self._source = source
+    self._indices = indices
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> dict:
+    return self._source[int(self._indices[index])]
+
+  def original(self, index: int) -> int:
+    """The row of `source` behind row `index` of the subset."""
+    return int(self._indices[index])
+
+
+class OriginalIndex:
+  """Batches of a `Rows` subset with `index` mapped back to the rows of the
+  whole source; `get_state()` / `set_state()` are the wrapped iterator's.
+  """
+
+  def __init__(self, iterator, indices: np.ndarray):
+    self._iterator = iterator
+    self._indices = indices
+
+  def __iter__(self) -> "OriginalIndex":
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    batch = dict(next(self._iterator))
+    batch["index"] = self._indices[batch["index"]].astype(np.int32)
+    return batch
+
+  def get_state(self) -> Any:
+    return self._iterator.get_state()
+
+  def set_state(self, state: Any) -> None:
+    self._iterator.set_state(state)
+
+
 class HostDecodedBatches:
   """Batches of host-decoded images; counts and logs unreadable ones.
 

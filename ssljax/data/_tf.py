@@ -79,12 +79,14 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def _epoch(tf, builder, split: str, *, epoch: int, skip: int,
            global_batch: int, rows: slice, seed: int, shuffle: bool,
            drop_remainder: bool, decoder: _examples.HostDecoder | None,
-           pool: futures.Executor) -> Iterator[dict]:
+           pool: futures.Executor, keep: np.ndarray | None) -> Iterator[dict]:
   epoch_seed = _epoch_seed(seed, epoch)
   data = builder.as_dataset(
       split=split, shuffle_files=shuffle,
       read_config=tfds.ReadConfig(shuffle_seed=epoch_seed, add_tfds_id=True),
       decoders={"image": tfds.decode.SkipDecoding()})
+  if keep is not None:
+    data = data.filter(_row_filter(tf, builder, keep))
   if shuffle:
     data = data.shuffle(SHUFFLE_BUFFER, seed=epoch_seed)
   data = data.skip(skip * global_batch).batch(global_batch,
@@ -125,6 +127,26 @@ def _shard_offsets(builder) -> dict[str, int]:
     offsets.update(zip((os.path.basename(f) for f in split.filenames),
                        starts.tolist()))
   return offsets
+
+
+def _row_filter(tf, builder, keep: np.ndarray) -> Callable:
+  """A tf.data predicate: whether a raw record's row in its split is marked
+  in the boolean mask `keep` (the rows of `_row`, computed in the graph)."""
+  offsets = _shard_offsets(builder)
+  starts = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+      tf.constant(list(offsets)), tf.constant(list(offsets.values()),
+                                              tf.int64)), -1)
+  mask = tf.constant(keep)
+
+  def predicate(example):
+    tfds_id = example["tfds_id"]
+    shard = tf.strings.regex_replace(
+        tf.strings.regex_replace(tfds_id, r"__[0-9]+$", ""), r"^.*/", "")
+    position = tf.strings.to_number(
+        tf.strings.regex_replace(tfds_id, r"^.*__", ""), tf.int64)
+    return tf.gather(mask, starts.lookup(shard) + position)
+
+  return predicate
 
 
 def _row(offsets: dict[str, int], tfds_id: bytes) -> int:
@@ -185,12 +207,14 @@ def iterate(builder, split: str, *, batch_size: int, seed: int,
             process_index: int | None, process_count: int | None,
             name: str, image_size: int | None = None,
             crops: Sequence[Any] | None = None, dct_scaling: bool = True,
-            num_threads: int = 8) -> EpochIterator:
+            num_threads: int = 8, indices: np.ndarray | None = None
+            ) -> EpochIterator:
   """Batches of a prepared tfds `builder`'s split for this process.
 
   With `image_size`, the images are decoded on the host in `num_threads`
   threads (see `ssljax.data.pipeline` for `image_size`, `crops` and
-  `dct_scaling`); without, by tf.data.
+  `dct_scaling`); without, by tf.data. With `indices`, only those rows of
+  the split are read (the other raw records are skipped before the shuffle).
   """
   tf = import_tensorflow(name)
   fn = "load"
@@ -203,8 +227,16 @@ def iterate(builder, split: str, *, batch_size: int, seed: int,
       _epoch, tf, builder, split, global_batch=batch_size,
       rows=slice(index * batch, (index + 1) * batch), seed=seed,
       shuffle=shuffle, drop_remainder=drop_remainder, decoder=decoder,
-      pool=futures.ThreadPoolExecutor(num_threads))
+      pool=futures.ThreadPoolExecutor(num_threads),
+      keep=None if indices is None else _mask(
+          indices, builder.info.splits[split].num_examples))
   return EpochIterator(make_epoch, num_epochs, drop_remainder)
+
+
+def _mask(indices: np.ndarray, size: int) -> np.ndarray:
+  keep = np.zeros(size, bool)
+  keep[indices] = True
+  return keep
 
 
 def load(name: str, tfds_name: str, split: str, *, data_dir: str,
@@ -214,3 +246,23 @@ def load(name: str, tfds_name: str, split: str, *, data_dir: str,
   builder = tfds.builder(tfds_name, data_dir=data_dir)
   prepare(builder, name, tfds_name)
   return iterate(builder, split, name=name, **options)
+
+
+def labels(name: str, tfds_name: str, split: str, *,
+           data_dir: str) -> np.ndarray:
+  """The int32 labels of a standard dataset's split in row order (`_row`),
+  read from the raw records without decoding an image."""
+  import_tensorflow(name)
+  builder = tfds.builder(tfds_name, data_dir=data_dir)
+  prepare(builder, name, tfds_name)
+  data = builder.as_dataset(
+      split=split, read_config=tfds.ReadConfig(add_tfds_id=True),
+      decoders={"image": tfds.decode.SkipDecoding()})
+  data = data.map(lambda example: {"tfds_id": example["tfds_id"],
+                                   "label": example["label"]}).batch(4096)
+  offsets = _shard_offsets(builder)
+  result = np.full(builder.info.splits[split].num_examples, -1, np.int32)
+  for batch in tfds.as_numpy(data):
+    rows = [_row(offsets, tfds_id) for tfds_id in batch["tfds_id"]]
+    result[rows] = batch["label"]
+  return result

@@ -12,9 +12,13 @@ and scores the features with `ssljax.evaluate`:
   embedding_std  std of the l2-normalised test features per dimension,
                  ~1/sqrt(D) when healthy, 0 at collapse (Chen & He, SimSiam).
   rankme         effective rank of the test features (Garrido et al. 2023).
-  linear_top1    test accuracy of a logistic-regression probe trained on the
-                 frozen train features (`linear_probe`, 100 epochs), when
-                 asked for: it costs more than the rest together.
+  probe_top1     test accuracy of the fast probe, a logistic regression
+                 trained on the frozen, standardised features of the
+                 un-augmented train images (`linear_probe`, 100 epochs),
+                 when asked for: it costs more than the rest together. It
+                 is a monitor, not the standard linear evaluation
+                 (`linear_top1` of `experiments/linear_eval.py`, trained on
+                 augmented views; docs/evaluation.md).
 
 `evaluation_hook` runs it inside `train(...)` every `config.eval_every` steps
 (default: at every checkpoint) and at the last step, with the probe at the
@@ -184,7 +188,7 @@ def score(features: Features, *, num_classes: int, linear: bool,
   Args:
     features: both splits' features and labels.
     num_classes: number of labels.
-    linear: whether to train the linear probe (`linear_top1`).
+    linear: whether to train the fast linear probe (`probe_top1`).
     seed: the probe's seed.
 
   Example (two well separated classes):
@@ -194,8 +198,8 @@ def score(features: Features, *, num_classes: int, linear: bool,
     >>> x = (rng.normal(size=(50, 4)) + 4 * np.eye(4)[y]).astype(np.float32)
     >>> scores = score(Features(x, y, x, y), num_classes=2, linear=True)
     >>> print(sorted(scores))
-    ['embedding_std', 'knn1_top1', 'knn_top1', 'linear_top1', 'rankme']
-    >>> print(scores["knn_top1"], scores["linear_top1"])
+    ['embedding_std', 'knn1_top1', 'knn_top1', 'probe_top1', 'rankme']
+    >>> print(scores["knn_top1"], scores["probe_top1"])
     1.0 1.0
   """
   knn = evaluate.knn_accuracy(
@@ -211,7 +215,7 @@ def score(features: Features, *, num_classes: int, linear: bool,
             "embedding_std": evaluate.embedding_std(features.test),
             "rankme": evaluate.rankme(features.test)}
   if linear:
-    scores["linear_top1"] = evaluate.linear_probe(
+    scores["probe_top1"] = evaluate.linear_probe(
         features.train, features.train_labels, features.test,
         features.test_labels, num_classes=num_classes, seed=seed).test_top1
   return {k: float(v) for k, v in jax.device_get(scores).items()}

@@ -23,11 +23,12 @@ PLOT_FILE = "curves.png"
 SUMMARY_FILE = "summary.json"
 
 # Printed first in a summary line when present.
-_HEADLINE = ("knn_top1", "linear_top1", "loss")
+_HEADLINE = ("knn_top1", "linear_top1", "finetune_top1", "probe_top1",
+             "loss")
 
 # Panels of `plot_metrics`: a title and the metrics drawn in it.
 _PANELS = (("loss", ("loss",)),
-           ("accuracy", ("knn_top1", "knn1_top1", "linear_top1")))
+           ("accuracy", ("knn_top1", "knn1_top1", "probe_top1")))
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -167,7 +168,7 @@ def _pyplot():
 def plot_metrics(workdir: str, *, filename: str = PLOT_FILE) -> str:
   """Draws the loss and the accuracies of `metrics.jsonl` against the step.
 
-  One PNG with two panels: the training loss, and the kNN and linear probe
+  One PNG with two panels: the training loss, and the kNN and fast probe
   accuracies (points where they were evaluated). Metrics absent from the log
   are left out.
 
@@ -253,14 +254,14 @@ def plot_bars(path: str, labels: Sequence[str],
   """A grouped bar chart PNG: one group per label, one bar per series.
 
   Missing values (None) leave a gap. Used for tables of runs (method against
-  kNN and linear accuracy).
+  kNN and probe accuracy).
 
   Example:
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "bars.png")
     >>> print(os.path.basename(plot_bars(
     ...     path, ["simclr", "byol"],
-    ...     {"knn_top1": [0.9, 0.8], "linear_top1": [0.95, None]})))
+    ...     {"knn_top1": [0.9, 0.8], "probe_top1": [0.95, None]})))
     bars.png
   """
   pyplot = _pyplot()
