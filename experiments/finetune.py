@@ -35,9 +35,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import _cli
-from ssljax import data
 from ssljax.evaluate import protocols
-from ssljax.train import metrics as metrics_lib, restore_state
+from ssljax.train import evaluation, metrics as metrics_lib, restore_state
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a pretrain run.",
                                required=True)
@@ -57,7 +56,7 @@ def run(workdir: str, step=None, overrides=None
   (latest); metrics None if SIGTERM stopped it."""
   config = _cli.read_config(workdir)
   state = restore_state(config, workdir, step=step,
-                        image_shape=data.info(config.dataset.name).image_shape)
+                        image_shape=evaluation.dataset_info(config).image_shape)
   protocol, result = protocols.run("finetune", config, state, workdir,
                                    overrides=overrides)
   if len(result) == 1:  # Stopped by SIGTERM: no score yet.

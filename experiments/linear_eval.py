@@ -41,7 +41,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import _cli
-from ssljax import data
 from ssljax.evaluate import protocols
 from ssljax.train import evaluation, metrics as metrics_lib, restore_state
 
@@ -68,7 +67,7 @@ def run(workdir: str, step=None, overrides=None, monitors: bool = True
   """(config, metrics) of the checkpoint of `workdir` at `step` (latest)."""
   config = _cli.read_config(workdir)
   state = restore_state(config, workdir, step=step,
-                        image_shape=data.info(config.dataset.name).image_shape)
+                        image_shape=evaluation.dataset_info(config).image_shape)
   result = {"step": int(jax.device_get(state.step))}
   if monitors:
     result.update(evaluation.evaluate_state(config, state))

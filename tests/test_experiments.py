@@ -62,9 +62,9 @@ def test_pretrain_writes_the_run(pretrained):
   workdir, _, lines = pretrained
   assert lines[-1].startswith("simclr on mnist5k, step 6: knn_top1=")
   values = summary_values(lines[-1])
-  assert list(values)[:2] == ["knn_top1", "linear_top1"]
+  assert list(values)[:2] == ["knn_top1", "probe_top1"]
   # Even 6 steps of a random CNN beat chance (0.1) by far on MNIST.
-  assert 0.3 < values["knn_top1"] <= 1 and 0.3 < values["linear_top1"] <= 1
+  assert 0.3 < values["knn_top1"] <= 1 and 0.3 < values["probe_top1"] <= 1
 
   names = set(os.listdir(workdir))
   assert {"config.json", "metrics.jsonl", "summary.json",
@@ -79,7 +79,7 @@ def test_pretrain_writes_the_run(pretrained):
   # Evaluated at every checkpoint (the default interval), probed at the end.
   evaluated = [r["step"] for r in records if "knn_top1" in r]
   assert evaluated == [3, 6]
-  assert [r["step"] for r in records if "linear_top1" in r] == [6]
+  assert [r["step"] for r in records if "probe_top1" in r] == [6]
   final = records[-1]
   for key in ("knn1_top1", "embedding_std", "rankme", "images_per_sec"):
     assert np.isfinite(final[key])
@@ -88,7 +88,7 @@ def test_pretrain_writes_the_run(pretrained):
     summary = json.load(f)
   assert summary["step"] == 6
   assert summary["knn_top1"] == pytest.approx(values["knn_top1"], abs=1e-4)
-  assert summary["linear_top1"] == final["linear_top1"]
+  assert summary["probe_top1"] == final["probe_top1"]
 
 
 def test_pretrain_again_resumes_and_reprints_the_summary(pretrained):
@@ -119,19 +119,30 @@ def test_pretrain_resumes_an_interrupted_run(pretrained, tmp_path):
   assert os.path.exists(interrupted / "curves.png")
 
 
+# Two short epochs of the standard protocol on 10% of the labels (the full
+# protocol is tested in tests/test_linear_eval.py).
+SHORT_LINEAR = ["--protocol.epochs=2", "--protocol.label_fraction=0.1",
+                "--protocol.optimizer.learning_rate=5.0",
+                "--protocol.batch_size=64"]
+
+
 def test_linear_eval_on_the_run(pretrained):
   workdir, data_dir, _ = pretrained
-  lines = run("linear_eval.py", f"--workdir={workdir}", data_dir=data_dir)
+  lines = run("linear_eval.py", f"--workdir={workdir}", *SHORT_LINEAR,
+              data_dir=data_dir)
   assert lines[-1].startswith("simclr on mnist5k, step 6: knn_top1=")
-  with open(workdir / "linear_eval.json", encoding="utf-8") as f:
+  assert "linear_top1=" in lines[-1]
+  with open(workdir / "linear_eval_10pct.json", encoding="utf-8") as f:
     result = json.load(f)
   with open(workdir / "summary.json", encoding="utf-8") as f:
     summary = json.load(f)
+  # Above chance (0.1) after 14 steps on the features of a 6-step net.
+  assert 0.12 < result["linear_top1"] <= 1
   # The same checkpoint, features and probe as the run's final evaluation.
-  for key in ("knn_top1", "knn1_top1", "linear_top1", "rankme"):
+  for key in ("knn_top1", "knn1_top1", "probe_top1", "rankme"):
     assert result[key] == pytest.approx(summary[key], abs=1e-4), key
   earlier = run("linear_eval.py", f"--workdir={workdir}", "--step=3",
-                data_dir=data_dir)
+                "--monitors=false", *SHORT_LINEAR, data_dir=data_dir)
   assert earlier[-1].startswith("simclr on mnist5k, step 3:")
 
 
