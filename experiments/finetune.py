@@ -57,14 +57,16 @@ def run(workdir: str, step=None, overrides=None
   config = _cli.read_config(workdir)
   state = restore_state(config, workdir, step=step,
                         image_shape=evaluation.dataset_info(config).image_shape)
+  named_step = step is not None
   protocol, result = protocols.run("finetune", config, state, workdir,
-                                   overrides=overrides)
+                                   overrides=overrides, named_step=named_step)
   if len(result) == 1:  # Stopped by SIGTERM: no score yet.
     return config, None
   result["step"] = protocol.pretrained.step
   if jax.process_index() == 0:
     metrics_lib.write_summary(workdir, result,
-                              filename=protocols.directory(protocol) + ".json")
+                              filename=protocols.directory(protocol, named_step)
+                             + ".json")
   return config, result
 
 

@@ -55,11 +55,11 @@ _PROTOCOL = config_flags.DEFINE_config_dict(
     "Overrides of the linear evaluation's fields, --protocol.<field>=<value>.")
 
 
-def result_file(protocol) -> str:
+def result_file(protocol, named_step: bool = False) -> str:
   """`linear_eval.json`, or `linear_eval_<p>pct.json` with a fraction of the
-  labels."""
-  return protocols.directory(protocol).replace("linear", "linear_eval",
-                                               1) + ".json"
+  labels, `..._step<N>.json` for a chosen checkpoint."""
+  return protocols.directory(protocol, named_step).replace(
+      "linear", "linear_eval", 1) + ".json"
 
 
 def run(workdir: str, step=None, overrides=None, monitors: bool = True
@@ -71,14 +71,15 @@ def run(workdir: str, step=None, overrides=None, monitors: bool = True
   result = {"step": int(jax.device_get(state.step))}
   if monitors:
     result.update(evaluation.evaluate_state(config, state))
+  named_step = step is not None
   protocol, linear = protocols.run("linear", config, state, workdir,
-                                   overrides=overrides)
+                                   overrides=overrides, named_step=named_step)
   if len(linear) == 1:  # Stopped by SIGTERM: no score yet.
     return config, None
   result.update({k: v for k, v in linear.items() if k != "step"})
   if jax.process_index() == 0:
     metrics_lib.write_summary(workdir, result,
-                              filename=result_file(protocol))
+                              filename=result_file(protocol, named_step))
   return config, result
 
 

@@ -1,33 +1,47 @@
 """Trains every registered method with one budget and tabulates the results.
 
     python experiments/table.py --dataset=mnist5k --quick   # ~30 min on a CPU
+    python experiments/table.py --dataset=mnist5k --seeds=3 # the README table
     python experiments/table.py --dataset=cifar10 --methods=simclr,byol
 
 Each method runs with its own `configs/<method>.py` recipe for the dataset
 preset, all with the same number of epochs (`--epochs`; default the preset's,
-10 with `--quick`), in `<workdir>/<method>`. Re-running resumes unfinished
-runs and reuses the saved rows of finished ones. The frozen encoders are
-scored as in `pretrain.py` (weighted kNN top-1, fast probe top-1: the
-monitor, not the standard linear evaluation of `linear_eval.py`).
-Written to `<workdir>`:
+10 with `--quick`), once per seed 0 .. `--seeds` − 1 (the seed sets the
+initialisation, the views and the data order), in
+`<workdir>/<method>/seed<k>`. Re-running resumes unfinished runs and reuses
+the saved rows of finished ones. The frozen encoders are scored as in
+`pretrain.py`: weighted kNN and the fast probe (a monitor, not the standard
+linear evaluation of `linear_eval.py`), on all the training labels and on
+the fixed 10% and 1% subsets (`ssljax.train.evaluation.few_label_scores`:
+the semi-supervised setting, where pixels are weak). Written to `<workdir>`:
 
-  table.md    method | kNN top-1 | probe top-1 | images/s | wall time (s)
-  table.png   the two accuracies of every method as bars
+  table.md    where it came from (command, commit, CPU, JAX, seeds, time),
+              then method | kNN | probe | kNN 10% | probe 10% | kNN 1% |
+              probe 1% | images/s | wall time (s) | beats pixels on
+  table.json  the same, with every seed's row
+  table.png   the kNN and probe accuracies of every method as bars
 
-The first row, "raw pixels", scores the flattened images themselves with the
-same kNN and fast probe: the baseline every encoder must beat (skipped for
-datasets too large to hold as floats, see `PIXEL_BASELINE_MAX_FLOATS`).
+Cells are the mean ± the standard deviation over seeds (sample, n − 1),
+in percent. The first row, "raw pixels", scores the flattened images
+themselves the same way (its probe depends on the seed, its kNN does not);
+it is skipped for datasets too large to hold as floats
+(`PIXEL_BASELINE_MAX_FLOATS`). A method beats the pixels on a column when
+its mean minus its standard deviation exceeds the pixels' mean plus theirs:
+the last column lists those columns, so a claim holds beyond the spread
+(with one seed there is no spread and the column compares means only).
 
 A method whose run fails gets its error in the table instead of numbers; the
 others still run. images/s is the median of the logged training throughput;
 the wall time is training and evaluation by the invocation that finished
-the run (a resumed run counts only what was left).
+the run (a resumed run counts only what was left), summed over seeds.
 """
 
 import importlib
 import json
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -64,9 +78,14 @@ _METHODS = flags.DEFINE_list("methods", None,
 _OVERRIDES = flags.DEFINE_string(
     "overrides", "", "More config overrides for every method, "
     "`key=value,...` as in the configs' argument (configs/common.py).")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Runs per method, seeds 0..N-1.")
 
-_COLUMNS = ("method", "kNN top-1", "probe top-1", "images/s",
-            "wall time (s)")
+# (metric, column title) of the accuracy columns.
+ACCURACIES = (("knn_top1", "kNN"), ("probe_top1", "probe"),
+              ("knn_top1_10pct", "kNN 10%"), ("probe_top1_10pct", "probe 10%"),
+              ("knn_top1_1pct", "kNN 1%"), ("probe_top1_1pct", "probe 1%"))
+_COLUMNS = ("method", *(title for _, title in ACCURACIES), "images/s",
+            "wall time (s)", "beats pixels on")
 
 
 def method_config(name: str, dataset: str, epochs=None, overrides: str = ""):
@@ -81,29 +100,32 @@ ROW_FILE = "table_row.json"
 
 
 def run_method(name: str, dataset: str, workdir: str, epochs=None,
-               overrides: str = "") -> dict:
-  """Trains and scores one method; a failure is returned as `error`.
+               overrides: str = "", seed: int = 0) -> dict:
+  """Trains and scores one method with one seed; a failure is returned as
+  `error`.
 
   A finished run's row is saved in `<workdir>/table_row.json` and read back
-  on the next invocation, so a table re-run to add methods keeps the others'
-  wall times.
+  on the next invocation, so a table re-run to add methods or seeds keeps
+  the others' wall times.
   """
   row_path = os.path.join(workdir, ROW_FILE)
   if os.path.exists(row_path):
     with open(row_path, encoding="utf-8") as f:
       return json.load(f)
   start = time.perf_counter()
+  seeded = f"seed={seed}" + (f",{overrides}" if overrides else "")
   try:
-    config = method_config(name, dataset, epochs, overrides)
+    config = method_config(name, dataset, epochs, seeded)
     final = _cli.pretrain(config, workdir)
   except Exception as error:  # pylint: disable=broad-except
     # One broken method must not cost the table the others' numbers.
     logging.error("table: %s failed:\n%s", name, traceback.format_exc())
-    return {"method": name, "error": f"{type(error).__name__}: {error}"}
+    return {"method": name, "seed": seed,
+            "error": f"{type(error).__name__}: {error}"}
   throughput = [r["images_per_sec"] for r in metrics_lib.read_metrics(workdir)
                 if r.get("images_per_sec") is not None]
-  row = {"method": name, "knn_top1": final.get("knn_top1"),
-         "probe_top1": final.get("probe_top1"),
+  row = {"method": name, "seed": seed,
+         **{key: final.get(key) for key, _ in ACCURACIES},
          "images_per_sec": statistics.median(throughput) if throughput
                            else None,
          "wall_s": time.perf_counter() - start}
@@ -113,9 +135,10 @@ def run_method(name: str, dataset: str, workdir: str, epochs=None,
   return row
 
 
-def pixel_baseline(dataset: str) -> dict | None:
+def pixel_baseline(dataset: str, seed: int = 0) -> dict | None:
   """The "raw pixels" row: the flattened images, in [0, 1], scored as
-  encoders are (`ssljax.train.evaluation.score`); None if too large."""
+  encoders are (`ssljax.train.evaluation.score` and `few_label_scores`,
+  the probe seeded with `seed`); None if too large."""
   meta = data.info(dataset)
   if (meta.num_train + meta.num_test) * np.prod(meta.image_shape) > \
       PIXEL_BASELINE_MAX_FLOATS:
@@ -132,41 +155,126 @@ def pixel_baseline(dataset: str) -> dict | None:
 
   features = evaluation.Features(*split("train", meta.num_train),
                                  *split("test", meta.num_test))
-  scores = evaluation.score(features, num_classes=meta.num_classes,
-                            linear=True)
-  return {"method": PIXELS, "knn_top1": scores["knn_top1"],
-          "probe_top1": scores["probe_top1"], "images_per_sec": None,
-          "wall_s": time.perf_counter() - start}
+  scores = {**evaluation.score(features, num_classes=meta.num_classes,
+                               linear=True, seed=seed),
+            **evaluation.few_label_scores(features,
+                                          num_classes=meta.num_classes,
+                                          seed=seed)}
+  return {"method": PIXELS, "seed": seed,
+          **{key: scores[key] for key, _ in ACCURACIES},
+          "images_per_sec": None, "wall_s": time.perf_counter() - start}
 
 
-def markdown(rows) -> str:
-  """The rows of `run_method` as a markdown table.
+def aggregate(runs: list[dict]) -> dict:
+  """One row of a method's runs (one per seed): for each accuracy and
+  images/s, (mean, sample standard deviation or None for one run, n);
+  wall time summed; the first error if any run failed.
 
   Example:
-    >>> print(markdown([{"method": "simclr", "knn_top1": 0.91234,
-    ...                  "probe_top1": 0.95, "images_per_sec": 812.3,
-    ...                  "wall_s": 150.2},
-    ...                 {"method": "dino", "error": "ValueError: x"}]))
-    | method | kNN top-1 | probe top-1 | images/s | wall time (s) |
-    |---|---|---|---|---|
-    | simclr | 91.23 | 95.00 | 812 | 150 |
-    | dino | failed: ValueError: x | - | - | - |
+    >>> row = aggregate([{"method": "m", "knn_top1": 0.90, "wall_s": 10},
+    ...                  {"method": "m", "knn_top1": 0.94, "wall_s": 12}])
+    >>> mean, std, n = row["knn_top1"]
+    >>> print(round(mean, 4), round(std, 4), n, row["wall_s"])
+    0.92 0.0283 2 22
+  """
+  row = {"method": runs[0]["method"]}
+  errors = [r["error"] for r in runs if "error" in r]
+  if errors:
+    return {**row, "error": errors[0]}
+  for key in (*(k for k, _ in ACCURACIES), "images_per_sec"):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    row[key] = None if not values else (
+        statistics.mean(values),
+        statistics.stdev(values) if len(values) > 1 else None, len(values))
+  row["wall_s"] = sum(r["wall_s"] for r in runs)
+  return row
+
+
+def beats(row: dict, pixels: dict | None) -> list[str]:
+  """Titles of the accuracy columns where `row` beats `pixels` beyond the
+  spread: mean − std > pixels' mean + std (std 0 when unknown).
+
+  Example:
+    >>> pixels = {"knn_top1": (0.948, None, 1), "probe_top1": (0.9, 0.01, 3)}
+    >>> row = {"knn_top1": (0.96, 0.005, 3), "probe_top1": (0.92, 0.02, 3)}
+    >>> beats(row, pixels)
+    ['kNN']
+  """
+  if pixels is None or "error" in row:
+    return []
+  won = []
+  for key, title in ACCURACIES:
+    mine, theirs = row.get(key), pixels.get(key)
+    if mine is None or theirs is None:
+      continue
+    if mine[0] - (mine[1] or 0.0) > theirs[0] + (theirs[1] or 0.0):
+      won.append(title)
+  return won
+
+
+def provenance(argv: list[str], seeds: int, seconds: float) -> str:
+  """Where a table came from: the command, the commit (and whether the tree
+  had local changes), the CPU, JAX's version and device, seeds and time."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def git(*args):
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True,
+                          text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+  commit = git("rev-parse", "--short", "HEAD") or "unknown"
+  dirty = " with local changes" if git("status", "--porcelain",
+                                       "--untracked-files=no") else ""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      cpu = next((line.split(":", 1)[1].strip() for line in f
+                  if line.startswith("model name")), cpu)
+  except OSError:
+    pass
+  minutes, secs = divmod(round(seconds), 60)
+  return (f"`python experiments/table.py {' '.join(argv[1:])}` at commit "
+          f"`{commit}`{dirty}; {cpu} ({os.cpu_count()} cores), JAX "
+          f"{jax.__version__} on {jax.devices()[0].platform}; seeds 0-"
+          f"{seeds - 1}; {minutes // 60} h {minutes % 60} min {secs} s.")
+
+
+def markdown(rows, pixels: dict | None = None) -> str:
+  """Aggregated rows (`aggregate`) as a markdown table.
+
+  Example:
+    >>> row = {"method": "simclr", "knn_top1": (0.91234, 0.001, 3),
+    ...        "probe_top1": (0.95, None, 1), "images_per_sec": (812.3, 1, 3),
+    ...        "wall_s": 150.2}
+    >>> print(markdown([row, {"method": "dino", "error": "ValueError: x"}]))
+    | method | kNN | probe | kNN 10% | probe 10% | kNN 1% | probe 1% | images/s | wall time (s) | beats pixels on |
+    |---|---|---|---|---|---|---|---|---|---|
+    | simclr | 91.23 ± 0.10 | 95.00 | n/a | n/a | n/a | n/a | 812 | 150 | - |
+    | dino | failed: ValueError: x | - | - | - | - | - | - | - | - |
   """
   lines = ["| " + " | ".join(_COLUMNS) + " |",
            "|" + "---|" * len(_COLUMNS)]
   for row in rows:
     if "error" in row:
-      cells = [row["method"], f"failed: {row['error']}", "-", "-", "-"]
+      cells = [row["method"], f"failed: {row['error']}",
+               *["-"] * (len(_COLUMNS) - 2)]
     else:
-      cells = [row["method"], _percent(row["knn_top1"]),
-               _percent(row["probe_top1"]), _number(row["images_per_sec"]),
-               _number(row["wall_s"])]
+      won = beats(row, pixels) if row["method"] != PIXELS else []
+      speed = row.get("images_per_sec")
+      cells = [row["method"],
+               *(_percent(row.get(key)) for key, _ in ACCURACIES),
+               _number(speed[0] if speed else None), _number(row["wall_s"]),
+               ", ".join(won) or ("n/a" if row["method"] == PIXELS else "-")]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
 def _percent(value) -> str:
-  return "n/a" if value is None else f"{100 * value:.2f}"
+  """(mean, std, n) as "mean ± std" in percent."""
+  if value is None:
+    return "n/a"
+  mean, std, _ = value
+  return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
 
 
 def _number(value) -> str:
@@ -177,28 +285,44 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   _cli.start()
-  dataset = _DATASET.value
+  started = time.perf_counter()
+  dataset, seeds = _DATASET.value, _SEEDS.value
+  if seeds < 1:
+    raise app.UsageError(f"--seeds must be >= 1, got {seeds}.")
   workdir = _WORKDIR.value or os.path.join("runs", f"table_{dataset}")
   epochs = _EPOCHS.value
   if epochs is None and _QUICK.value:
     epochs = QUICK_EPOCHS
   names = _METHODS.value or methods.names()
-  baseline = pixel_baseline(dataset)
-  rows = [] if baseline is None else [baseline]
+  runs = {}
+  baselines = [pixel_baseline(dataset, seed) for seed in range(seeds)]
+  if baselines[0] is not None:
+    runs[PIXELS] = baselines
   for name in names:
     logging.info("table: training %s on %s", name, dataset)
-    rows.append(run_method(name, dataset, os.path.join(workdir, name),
-                           epochs, _OVERRIDES.value))
+    runs[name] = [run_method(name, dataset,
+                             os.path.join(workdir, name, f"seed{seed}"),
+                             epochs, _OVERRIDES.value, seed)
+                  for seed in range(seeds)]
   if jax.process_index() != 0:
     return
-  table = markdown(rows)
+  rows = [aggregate(seed_rows) for seed_rows in runs.values()]
+  pixels = rows[0] if PIXELS in runs else None
+  source = provenance(sys.argv, seeds, time.perf_counter() - started)
+  table = markdown(rows, pixels)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
-    f.write(table + "\n")
+    f.write(f"{source}\n\n{table}\n")
+  with open(os.path.join(workdir, "table.json"), "w", encoding="utf-8") as f:
+    json.dump({"source": source, "rows": rows, "runs": runs}, f, indent=1)
   metrics_lib.plot_bars(
       os.path.join(workdir, "table.png"), [r["method"] for r in rows],
-      {key: [r.get(key) for r in rows] for key in ("knn_top1", "probe_top1")},
-      title=f"{dataset}: top-1 of the frozen encoders")
+      {key: [r[key][0] if r.get(key) else None for r in rows]
+       for key in ("knn_top1", "probe_top1", "knn_top1_1pct",
+                   "probe_top1_1pct")},
+      title=f"{dataset}: top-1 of the frozen encoders, mean of {seeds} "
+            f"seed(s)")
+  print(source)
   print(table)
   trained = [r for r in rows if r["method"] != PIXELS]
   ok = sum("error" not in r for r in trained)

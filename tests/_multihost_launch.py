@@ -21,7 +21,10 @@ def launch(num_processes, *args):
     address = f"127.0.0.1:{free_port()}"
     flags = [[f"--coordinator={address}", f"--num_processes={num_processes}",
               f"--process_id={i}"] for i in range(num_processes)]
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  # The workers import this checkout's ssljax, whatever else is installed.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+  env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
   return [subprocess.Popen([sys.executable, WORKER, *args, *extra],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, env=env)

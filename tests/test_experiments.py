@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -156,35 +157,60 @@ def test_linear_eval_needs_a_run(tmp_path):
   assert "config.json not found" in done.stderr
 
 
-def test_table_trains_each_method_and_reports_failures(tmp_path):
+def cells(line):
+  return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_table_with_seeds_aggregates_and_reports_failures(tmp_path):
+  """`--seeds=2` on two tiny methods: each seed its own run, the cells the
+  mean ± std of the seeds' rows, the provenance line, the pixel baseline
+  with its few-label columns; a failing method gets its error."""
   data_dir = tmp_path / "data"
   overrides = ("total_steps=3,batch_size=32,optimizer.warmup_steps=1,"
-               "checkpoint_every=3,method.backbone=tiny_cnn,method.backbone_kwargs={'width':8}")
-  lines = run("table.py", f"--workdir={tmp_path}", "--methods=simclr",
-              f"--overrides={overrides}", data_dir=data_dir)
-  assert lines[-1].startswith("table: 1 of 1 methods trained on mnist5k")
+               "checkpoint_every=3,method.backbone=tiny_cnn,"
+               "method.backbone_kwargs={'width':8}")
+  lines = run("table.py", f"--workdir={tmp_path}", "--methods=simclr,dcl",
+              "--seeds=2", f"--overrides={overrides}", data_dir=data_dir)
+  assert lines[-1].startswith("table: 2 of 2 methods trained on mnist5k")
   with open(tmp_path / "table.md", encoding="utf-8") as f:
-    table = f.read().splitlines()
-  assert table[0].startswith("| method | kNN top-1 | linear top-1 |")
-  pixels = [c.strip() for c in table[2].strip("|").split("|")]
+    source, _, *table = f.read().splitlines()
+  assert "--seeds=2" in source and "at commit `" in source
+  assert "seeds 0-1" in source and f"JAX {jax.__version__}" in source
+  assert cells(table[0])[:7] == ["method", "kNN", "probe", "kNN 10%",
+                                 "probe 10%", "kNN 1%", "probe 1%"]
+  pixels = cells(table[2])
   # The raw-pixel baseline of mnist5k: kNN and logistic regression on the
-  # 784 pixels score ~0.95 and ~0.89 on this split.
-  assert pixels[0] == "raw pixels"
-  assert 93 < float(pixels[1]) < 97 and 86 < float(pixels[2]) < 93
-  cells = [c.strip() for c in table[3].strip("|").split("|")]
-  assert cells[0] == "simclr"
-  with open(tmp_path / "simclr" / "summary.json", encoding="utf-8") as f:
-    summary = json.load(f)
-  assert float(cells[1]) == pytest.approx(100 * summary["knn_top1"], abs=0.01)
-  assert float(cells[2]) == pytest.approx(100 * summary["linear_top1"],
-                                          abs=0.01)
+  # 784 pixels score ~0.95 and ~0.89 on this split; kNN has no spread.
+  assert pixels[0] == "raw pixels" and pixels[1].endswith(" ± 0.00")
+  assert 93 < float(pixels[1].split("±")[0]) < 97
+  assert 86 < float(pixels[2].split("±")[0]) < 93
+  # Four labels per class are far weaker than all of them.
+  assert float(pixels[5].split("±")[0]) < float(pixels[1].split("±")[0])
+  with open(tmp_path / "table.json", encoding="utf-8") as f:
+    saved = json.load(f)
+  simclr = cells(table[3])
+  assert simclr[0] == "simclr"
+  seed_runs = saved["runs"]["simclr"]
+  assert [r["seed"] for r in seed_runs] == [0, 1]
+  knn = [r["knn_top1"] for r in seed_runs]
+  assert knn[0] != knn[1]  # The seed changes the run.
+  for seed, row in enumerate(seed_runs):
+    with open(tmp_path / "simclr" / f"seed{seed}" / "summary.json",
+              encoding="utf-8") as f:
+      summary = json.load(f)
+    for key in ("knn_top1", "probe_top1", "knn_top1_1pct",
+                "probe_top1_10pct"):
+      assert row[key] == summary[key], key
+  mean, std = simclr[1].split("±")
+  assert float(mean) == pytest.approx(100 * np.mean(knn), abs=0.006)
+  assert float(std) == pytest.approx(100 * np.std(knn, ddof=1), abs=0.006)
   with open(tmp_path / "table.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  # Re-running reuses the finished run's row (wall time included).
-  run("table.py", f"--workdir={tmp_path}", "--methods=simclr",
-      f"--overrides={overrides}", data_dir=data_dir)
+  # Re-running reuses the finished runs' rows (wall time included).
+  run("table.py", f"--workdir={tmp_path}", "--methods=simclr,dcl",
+      "--seeds=2", f"--overrides={overrides}", data_dir=data_dir)
   with open(tmp_path / "table.md", encoding="utf-8") as f:
-    assert f.read().splitlines()[3] == table[3]
+    assert f.read().splitlines()[5] == table[3]
 
   # A method that cannot run gets its error in the table; the rest go on.
   lines = run("table.py", f"--workdir={tmp_path / 'bad'}",
@@ -192,6 +218,6 @@ def test_table_trains_each_method_and_reports_failures(tmp_path):
               data_dir=data_dir)
   assert lines[-1].startswith("table: 0 of 2 methods trained")
   with open(tmp_path / "bad" / "table.md", encoding="utf-8") as f:
-    rows = f.read().splitlines()[3:]
+    rows = f.read().splitlines()[5:]
   assert [r.split("|")[1].strip() for r in rows] == ["simclr", "byol"]
   assert all("failed: ValueError" in r and "no_such_field" in r for r in rows)

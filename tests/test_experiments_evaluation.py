@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jax
-from ssljax import data, methods
+from ssljax import data, evaluate, methods
 from ssljax.train import evaluation, make_mesh
 from ssljax.train.metrics import ProgressBar, summary_line
 
@@ -125,3 +125,30 @@ def test_summary_line_puts_the_evaluation_first():
   assert line == ("byol on cifar10, step 7: knn_top1=0.5 linear_top1=0.25 "
                   "loss=2 a=1")
   assert summary_line(config, {"step": 7}).endswith("already trained")
+
+
+def test_few_label_subsets_are_stratified_fixed_and_shared():
+  """1% and 10% of mnist5k's 4000 train labels: 4 and 40 per class, the
+  same rows whatever the run's seed (so for every method and the pixels),
+  and the scores are those of `score` on exactly those rows."""
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(10), 400).astype(np.int32)
+  rng.shuffle(labels)
+  train = rng.normal(size=(4000, 6)).astype(np.float32) + labels[:, None]
+  test_labels = np.arange(200, dtype=np.int32) % 10
+  test = rng.normal(size=(200, 6)).astype(np.float32) + test_labels[:, None]
+  features = evaluation.Features(train, labels, test, test_labels)
+  rows = {f: evaluate.class_balanced_subset(
+      labels, f, num_classes=10, seed=evaluation.FEW_LABEL_SEED)
+          for f in evaluation.FEW_LABEL_FRACTIONS}
+  assert np.bincount(labels[rows[0.01]]).tolist() == [4] * 10
+  assert np.bincount(labels[rows[0.1]]).tolist() == [40] * 10
+  one = evaluation.few_label_scores(features, num_classes=10, seed=0)
+  other = evaluation.few_label_scores(features, num_classes=10, seed=3)
+  # kNN does not depend on the run's seed: the subset is the same.
+  assert one["knn_top1_1pct"] == other["knn_top1_1pct"]
+  subset = features._replace(train=train[rows[0.01]],
+                             train_labels=labels[rows[0.01]])
+  expected = evaluation.score(subset, num_classes=10, linear=True, seed=0)
+  assert one["knn_top1_1pct"] == expected["knn_top1"]
+  assert one["probe_top1_1pct"] == expected["probe_top1"]

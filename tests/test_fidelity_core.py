@@ -1,13 +1,13 @@
 """SimCLR, BYOL, DINO, MoCo v2 and DCL against their official code.
 
-One test per correction of docs/fidelity/group_core.md, each failing
-without it: SimCLR's projection head and summed loss, BYOL's independently
-drawn target, DINO's head initialisation and recipes, MoCo v2's head
-initialisation, per-group (shuffled) BatchNorm and parameter groups, the
-zero-initialised residual BatchNorm of the TF/haiku ResNets; then the network
-each method's `encode` evaluates, and the factory-time errors. References
-are numpy transcriptions of the official code. Tiny shapes (16×16 images,
-`tiny_cnn`, heads of 8-64 units).
+One test per correction in docs/fidelity.md#simclr, #byol, #dino,
+#moco_v2 and #dcl, each failing without it: SimCLR's projection head and
+summed loss, BYOL's independently drawn target, DINO's head initialisation
+and recipes, MoCo v2's head initialisation, per-group (shuffled) BatchNorm
+and parameter groups, the zero-initialised residual BatchNorm of the
+TF/haiku ResNets; then the network each method's `encode` evaluates, and
+the factory-time errors. References are numpy transcriptions of the
+official code. Tiny shapes (16×16 images, `tiny_cnn`, heads of 8-64 units).
 """
 
 import functools

@@ -10,9 +10,11 @@ against a numpy ProtoNCE of the labels looked up by index. Sizes are tiny
 """
 
 import functools
+import inspect
 import math
 from typing import Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -20,34 +22,47 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from PIL import Image
 
 from _toy_data import shape_images
+from configs import common
 from configs import pcl as pcl_configs
-from ssljax import methods, train
-from ssljax.methods import _shared, pcl
-from ssljax.state import _kmeans
+from ssljax import methods, models, train
+from ssljax.methods import _shared
+from ssljax.methods.moco_v2 import moco_head
+from ssljax.methods.pcl import MOCO_V2_AUGMENT, Clustering, PCLState, cluster
+from ssljax.state import kmeans
 
 BATCH = 16
-N = 64  # train_size: an epoch is N // BATCH = 4 steps.
+N = 64  # num_examples: an epoch is N // BATCH = 4 steps.
 # Crops and flips only: the colour ops and blur (tested in test_augment.py)
 # triple the compile time of a step.
 CHEAP_VIEWS = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
                    solarize_prob=0.0)
+# Two identical, key-independent views (whole image, no flip), so a loss
+# does not depend on the batch order through the augmentation.
+FIXED_VIEWS = _shared.augment_config("simclr", scale=(1.0, 1.0),
+                                     ratio=(1.0, 1.0), flip_prob=0.0,
+                                     **CHEAP_VIEWS)
 
 
-def tiny_config(**method_fields) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(dict(
-      batch_size=BATCH, total_steps=40, seed=0, mesh=dict(data=1),
-      compute_dtype="float32", dataset=dict(train_size=N),
-      method=pcl.default_config(),
-      optimizer=dict(name="adamw", learning_rate=3e-3, weight_decay=0.0,
-                     momentum=0.9, warmup_steps=0)))
-  config.method.update(backbone="tiny_cnn", proj_hidden_dim=32, proj_dim=16,
-                       queue_size=2 * BATCH, num_clusters=(4, 8),
-                       warmup_epochs=1, kmeans_iterations=5, kmeans_redo=2)
-  config.method.augment.update(CHEAP_VIEWS)
-  config.method.update(method_fields)
-  return config
+def tiny_method(**fields):
+  """`methods.pcl` for the toy split: one epoch of warm-up, a clustering
+  every epoch (4 steps)."""
+  return methods.pcl(**{
+      "backbone": "tiny_cnn", "proj_hidden_dim": 32, "proj_dim": 16,
+      "queue_size": 2 * BATCH, "num_clusters": (4, 8), "warmup_steps": 4,
+      "cluster_every": 4, "kmeans_iterations": 5, "kmeans_redo": 2,
+      "num_examples": N, "augment": {**MOCO_V2_AUGMENT, **CHEAP_VIEWS},
+      **fields})
+
+
+def toy_config(learning_rate=3e-3) -> ml_collections.ConfigDict:
+  """The optimizer's config only: one device, Adam."""
+  return ml_collections.ConfigDict(dict(
+      batch_size=BATCH, total_steps=40, mesh=dict(data=1),
+      optimizer=dict(name="adamw", learning_rate=learning_rate,
+                     weight_decay=0.0, momentum=0.9, warmup_steps=0)))
 
 
 def toy_images():
@@ -55,24 +70,20 @@ def toy_images():
   return shape_images(np.arange(N) % 4, 16)[0]
 
 
-def fixed_views_config(**method_fields):
-  """Two identical, key-independent views (whole image, no flip), so a
-  loss does not depend on the batch order through the augmentation."""
-  config = tiny_config(**method_fields)
-  config.method.augment = _shared.augment_config(
-      "simclr", scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=0.0,
-      **CHEAP_VIEWS)
-  return config
+def network(augment=FIXED_VIEWS, hidden=32, dim=16):
+  """PCL's network (backbone and MoCo v2's head), built by hand."""
+  setup = _shared.setup("tiny_cnn", None, augment, "float32")
+  return models.compose(setup.backbone,
+                        projector=moco_head(hidden, dim, setup.kw))
 
 
 def unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def all_features(config, state, images):
+def all_features(method, state, images):
   """The loop's stage 1: momentum features of the split, in dataset order."""
-  embed = jax.jit(functools.partial(pcl.METHOD.dataset_update.features,
-                                    config))
+  embed = jax.jit(method.dataset_update.features)
   return jnp.concatenate([
       embed(state.params, state.model_state, state.method_state,
             images[i:i + BATCH]) for i in range(0, N, BATCH)])
@@ -85,27 +96,25 @@ def test_training_lowers_the_loss_with_the_prototype_term_on():
   # A queue of one batch is full of real keys from step 1 on (at step 0 it
   # holds random vectors, an easy contrast); a fast EMA lets the keys move
   # within the 20 steps (5 epochs, one of warm-up).
-  config = tiny_config(warmup_epochs=1, queue_size=BATCH, base_momentum=0.9,
-                       final_momentum=0.9)
-  config.optimizer.learning_rate = 3e-2
+  method = tiny_method(queue_size=BATCH, momentum=0.9)
+  config = toy_config(3e-2)
   images = toy_images()
-  method = pcl.METHOD
-  every = method.dataset_update.every(config)
-  assert every == 4 and pcl.warmup_steps(config) == 4
+  every = method.dataset_update.every
+  assert every == 4
   mesh = train.make_mesh(config)
   tx = train.make_optimizer(config)
-  state = train.create_train_state(config, method, jax.random.key(0),
+  state = train.create_train_state(method, jax.random.key(0),
                                    jnp.asarray(images[:BATCH]), tx)
   state = jax.device_put(state, train.replicated(mesh))
   step_fn = train.make_train_step(config, method, tx, mesh)
-  update = jax.jit(functools.partial(method.dataset_update.update, config))
+  update = jax.jit(method.dataset_update.update)
   order = np.random.default_rng(0).permutation(N)
   history, updates = [], []
   for t in range(20):
     if t % every == 0:
       params, method_state, metrics = update(
           state.params, state.model_state, state.method_state,
-          all_features(config, state, images), jax.random.key(t), t)
+          all_features(method, state, images), jax.random.key(t), t)
       state = state._replace(params=params, method_state=method_state)
       updates.append(jax.device_get(metrics))
     index = order[t % every * BATCH:][:BATCH].astype(np.int32)
@@ -131,7 +140,7 @@ def test_training_lowers_the_loss_with_the_prototype_term_on():
       np.testing.assert_allclose(m[f"concentration_mean_{c}"], 0.2,
                                  rtol=1e-5)
       assert m[f"concentration_std_{c}"] > 0
-      assert 0 <= m[f"empty_clusters_{c}"] < config.method.num_clusters[c]
+      assert 0 <= m[f"empty_clusters_{c}"] < (4, 8)[c]
 
 
 # ============================================================== E-step ===
@@ -182,26 +191,25 @@ def same_partition(a, b):
 
 @pytest.fixture(scope="module")
 def blob_state():
-  """(config, method_state after `init`, jitted `update`) of a PCL with
-  clusterings of 2 and 4 on `blobs()`; k-means++ seeding, which finds
-  well-separated blobs from any key (random seeding, the default, needs
-  luck: one seed per blob; see `test_cluster_keeps_the_best_of_redo`)."""
-  config = tiny_config(num_clusters=(2, 4), kmeans_iterations=10,
+  """(method_state after `init`, jitted `update`) of a PCL with clusterings
+  of 2 and 4 on `blobs()`; k-means++ seeding, which finds well-separated
+  blobs from any key (random seeding, the default, needs luck: one seed per
+  blob; see `test_cluster_keeps_the_best_of_redo`)."""
+  method = tiny_method(num_clusters=(2, 4), kmeans_iterations=10,
                        kmeans_seeding="k-means++")
-  _, _, state = pcl.init(config, jax.random.key(0), toy_images()[:BATCH])
-  return config, state, jax.jit(functools.partial(pcl.update, config))
+  _, _, state = method.init(jax.random.key(0), toy_images()[:BATCH])
+  return state, jax.jit(method.dataset_update.update)
 
 
 def test_update_recovers_the_blobs_at_every_granularity(blob_state):
-  config, state, update = blob_state
+  state, update = blob_state
   v, groups, sub = blobs()
   params, new, metrics = update({"untouched": jnp.ones(3)}, None, state, v,
                                 jax.random.key(1), 4)
   np.testing.assert_array_equal(params["untouched"], np.ones(3))
-  assert float(metrics["clustered"]) == 1.0
-  for m, truth in enumerate((groups, sub)):
+  assert float(metrics["clustered"]) == 1.0 and bool(new.clustered)
+  for m, (truth, num) in enumerate(((groups, 2), (sub, 4))):
     c = new.clusterings[m]
-    num = config.method.num_clusters[m]
     labels = np.asarray(c.labels)
     assert labels.shape == (N,) and labels.dtype == np.int32
     assert same_partition(labels, truth), (m, labels, truth)
@@ -213,20 +221,19 @@ def test_update_recovers_the_blobs_at_every_granularity(blob_state):
                                np_concentration(v, labels, num), rtol=1e-4)
     assert float(metrics[f"empty_clusters_{m}"]) == 0.0
   # The target and the queue are MoCo's business.
-  jax.tree.map(np.testing.assert_array_equal, (new.target, new.queue),
-               (state.target, state.queue))
+  jax.tree.map(np.testing.assert_array_equal, new.moco, state.moco)
 
 
 def test_update_during_warmup_skips_kmeans(blob_state):
-  config, state, update = blob_state
+  state, update = blob_state
   v, _, _ = blobs()
   args = ({"untouched": jnp.ones(3)}, None, state, v, jax.random.key(1))
-  _, before, metrics = update(*args, pcl.warmup_steps(config) - 1)
-  assert float(metrics["clustered"]) == 0.0
+  _, before, metrics = update(*args, 3)  # warmup_steps = 4
+  assert float(metrics["clustered"]) == 0.0 and not bool(before.clustered)
   jax.tree.map(np.testing.assert_array_equal, before.clusterings,
                state.clusterings)
-  _, after, metrics = update(*args, pcl.warmup_steps(config))
-  assert float(metrics["clustered"]) == 1.0
+  _, after, metrics = update(*args, 4)
+  assert float(metrics["clustered"]) == 1.0 and bool(after.clustered)
   assert len(set(np.asarray(after.clusterings[1].labels).tolist())) == 4
 
 
@@ -235,74 +242,76 @@ def test_cluster_keeps_the_best_of_redo():
   # and `cluster` keeps the run of least inertia.
   v, _, _ = blobs()
   key, redo = jax.random.key(3), 6
-  run = jax.jit(lambda k: _kmeans.kmeans(v, 4, iterations=5, key=k,
-                                         seeding="random"))
+  run = jax.jit(lambda k: kmeans(v, 4, iterations=5, key=k,
+                                 seeding="random"))
   runs = [run(k) for k in jax.random.split(key, redo)]
   inertia = [float(r.inertia) for r in runs]
   assert max(inertia) > 1.5 * min(inertia), inertia  # A test that can fail.
-  got = jax.jit(functools.partial(pcl.cluster, num_clusters=4, iterations=5,
+  got = jax.jit(functools.partial(cluster, num_clusters=4, iterations=5,
                                   redo=redo))(v, key=key)
   np.testing.assert_array_equal(got.labels,
                                 runs[int(np.argmin(inertia))].assignments)
 
 
 def test_momentum_features_use_the_target_in_eval_mode():
-  config = tiny_config()
-  config.dataset.update(mean=(0.5,), std=(0.25,))
+  augment = {**MOCO_V2_AUGMENT, **CHEAP_VIEWS, "mean": (0.5,),
+             "std": (0.25,)}
+  method = tiny_method(augment=augment)
   images = toy_images()[:BATCH]
-  params, model_state, state = pcl.init(config, jax.random.key(0), images)
-  embed = jax.jit(functools.partial(pcl.momentum_features, config))
+  params, model_state, state = method.init(jax.random.key(0), images)
+  embed = jax.jit(method.dataset_update.features)
   f = embed(params, model_state, state, images)
-  assert f.shape == (BATCH, config.method.proj_dim) and f.dtype == jnp.float32
+  assert f.shape == (BATCH, 16) and f.dtype == jnp.float32
   np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, rtol=1e-5)
   # Reference: the target network applied by hand, eval mode, normalised.
   x = (images / 255.0 - 0.5) / 0.25  # The dataset's mean and std.
-  want, _ = pcl.network(config).apply(state.target.params,
-                                      state.target.model_state,
-                                      jnp.asarray(x, jnp.float32), train=False)
+  target = state.moco.target
+  want, _ = network(augment).apply(target.params, target.model_state,
+                                   jnp.asarray(x, jnp.float32), train=False)
   np.testing.assert_allclose(f, unit(np.asarray(want["projection"])),
                              atol=1e-5)
   # The online parameters play no part; the target's do.
   shifted = jax.tree.map(lambda p: p + 0.1, params)
   np.testing.assert_array_equal(embed(shifted, model_state, state, images), f)
-  moved = state._replace(target=state.target._replace(params=shifted))
+  moved = state._replace(moco=state.moco._replace(
+      target=target._replace(params=shifted)))
   assert not np.allclose(embed(params, model_state, moved, images), f)
   # A bfloat16 network still hands float32 unit rows to k-means.
-  config.compute_dtype = "bfloat16"
-  half = pcl.momentum_features(config, params, model_state, state, images)
-  assert half.dtype == jnp.float32
-  np.testing.assert_allclose(half, f, atol=0.05)
+  half = tiny_method(augment=augment, dtype="bfloat16").dataset_update
+  low = half.features(params, model_state, state, images)
+  assert low.dtype == jnp.float32
+  np.testing.assert_allclose(low, f, atol=0.05)
 
 
 # ============================================================== M-step ===
 
 
 class Clustered(NamedTuple):
-  config: ml_collections.ConfigDict
+  method: methods.Method
   params: dict
   model_state: dict
-  state: pcl.PCLState
-  step: Callable  # (params, batch, step) -> ((loss, StepOutput), grads)
+  state: PCLState
+  step: Callable  # (params, batch, state) -> ((loss, StepOutput), grads)
 
 
 @pytest.fixture(scope="module")
 def clustered():
-  """A fixed-view config, its initial state with hand-set clusterings, and
-  the jitted loss and gradient that the M-step tests share (one compile)."""
-  config = fixed_views_config(num_clusters=(3, 5))
-  params, model_state, state = pcl.init(config, jax.random.key(0),
-                                        toy_images()[:BATCH])
+  """A fixed-view PCL, its initial state with hand-set clusterings, and the
+  jitted loss and gradient that the M-step tests share (one compile)."""
+  method = tiny_method(num_clusters=(3, 5), augment=FIXED_VIEWS)
+  params, model_state, state = method.init(jax.random.key(0),
+                                           toy_images()[:BATCH])
   rng = np.random.default_rng(0)
-  state = state._replace(clusterings=tuple(
-      pcl.Clustering(
+  state = state._replace(clustered=jnp.ones((), bool), clusterings=tuple(
+      Clustering(
           jnp.asarray(rng.integers(0, c, N), jnp.int32),
           jnp.asarray(unit(rng.normal(size=(c, 16))), jnp.float32),
           jnp.asarray(rng.uniform(0.1, 0.4, c), jnp.float32))
-      for c in config.method.num_clusters))
+      for c in (3, 5)))
   step = jax.jit(jax.value_and_grad(
-      lambda p, batch, t: pcl.loss(config, p, model_state, state, batch,
-                                   jax.random.key(1), t), has_aux=True))
-  return Clustered(config, params, model_state, state, step)
+      lambda p, batch, s: method.loss(p, model_state, s, batch,
+                                      jax.random.key(1), 0), has_aux=True))
+  return Clustered(method, params, model_state, state, step)
 
 
 def np_proto_nce(q, clusterings, index):
@@ -326,20 +335,17 @@ def batch_of(index, rows=None):
 def test_proto_term_looks_labels_up_by_index(clustered):
   c = clustered
   index = np.arange(5, 5 + 3 * BATCH, 3)  # rows 5, 8, ..., 50
-  start = pcl.warmup_steps(c.config)
 
   def run(batch):
-    (value, out), _ = c.step(c.params, batch, start)
+    (value, out), _ = c.step(c.params, batch, c.state)
     return float(value), {k: float(v) for k, v in out.metrics.items()}
 
   value, metrics = run(batch_of(index))
   # The query: normalised online projection of view 1 (the whole image), in
   # train mode on the batch.
-  view = _shared.make_views(c.config, jax.random.key(1),
-                            toy_images()[index])[0]
-  out, _ = jax.jit(functools.partial(pcl.network(c.config).apply,
-                                     train=True))(c.params, c.model_state,
-                                                  view)
+  view = (toy_images()[index] / 255.0 - 0.1307) / 0.3081
+  out, _ = jax.jit(functools.partial(network().apply, train=True))(
+      c.params, c.model_state, jnp.asarray(view, jnp.float32))
   q = unit(np.asarray(out["projection"], np.float64))
   np.testing.assert_allclose(metrics["proto_nce"],
                              np_proto_nce(q, c.state.clusterings, index),
@@ -356,6 +362,28 @@ def test_proto_term_looks_labels_up_by_index(clustered):
   assert abs(shuffled["proto_nce"] - metrics["proto_nce"]) > 1e-3
 
 
+def test_bn_groups_normalise_each_slice_of_the_batch(clustered):
+  # The official per-GPU BatchNorm (as `moco_v2`'s `bn_groups`): with 2
+  # groups each half of the batch has its own statistics, which the query,
+  # hence the prototype term, shows.
+  c = clustered
+  method = tiny_method(num_clusters=(3, 5), augment=FIXED_VIEWS,
+                       bn_groups=2)
+  index = np.arange(BATCH)
+  _, out = method.loss(c.params, c.model_state, c.state, batch_of(index),
+                       jax.random.key(1), 0)
+  view = jnp.asarray((toy_images()[index] / 255.0 - 0.1307) / 0.3081,
+                     jnp.float32)
+  halves = [network().apply(c.params, c.model_state, part, train=True)[0]
+            for part in (view[:BATCH // 2], view[BATCH // 2:])]
+  q = unit(np.concatenate([np.asarray(h["projection"], np.float64)
+                           for h in halves]))
+  want = np_proto_nce(q, c.state.clusterings, index)
+  np.testing.assert_allclose(out.metrics["proto_nce"], want, rtol=1e-5)
+  (_, whole), _ = c.step(c.params, batch_of(index), c.state)
+  assert abs(float(whole.metrics["proto_nce"]) - want) > 1e-4
+
+
 def test_sharded_batch_matches_one_device(clustered):
   # The global view: the batch and its indices split over 8 devices, the
   # clusterings replicated; BatchNorm and the lookup see the global batch.
@@ -364,20 +392,22 @@ def test_sharded_batch_matches_one_device(clustered):
   mesh = jax.make_mesh((8,), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
   sharded = jax.device_put(batch, NamedSharding(mesh, P("data")))
-  start = pcl.warmup_steps(c.config)
-  (value, _), grads = c.step(c.params, sharded, start)
-  (want, _), want_grads = c.step(c.params, batch, start)
+  (value, _), grads = c.step(c.params, sharded, c.state)
+  (want, _), want_grads = c.step(c.params, batch, c.state)
   np.testing.assert_allclose(value, want, rtol=1e-5)
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
                                  atol=1e-6), grads, want_grads)
 
 
-def test_warmup_turns_the_proto_term_on_at_its_step(clustered):
+def test_proto_term_is_on_once_clustered(clustered):
+  # Before the first clustering (the warm-up) the term is off, whatever the
+  # step: passes and warm-up need not line up.
   c = clustered
   batch = batch_of(np.arange(BATCH))
-  start = pcl.warmup_steps(c.config)
-  (off, out_off), g_off = c.step(c.params, batch, start - 1)
-  (on, out_on), g_on = c.step(c.params, batch, start)
+  (off, out_off), g_off = c.step(c.params, batch,
+                                 c.state._replace(clustered=jnp.zeros((),
+                                                                      bool)))
+  (on, out_on), g_on = c.step(c.params, batch, c.state)
   m_off, m_on = out_off.metrics, out_on.metrics
   assert float(m_off["proto_nce"]) == 0.0
   assert float(off) == float(m_off["info_nce"])
@@ -395,102 +425,114 @@ def test_warmup_turns_the_proto_term_on_at_its_step(clustered):
 
 def test_post_update_advances_target_and_queue_only(clustered):
   c = clustered
-  (_, out), _ = c.step(c.params, batch_of(np.arange(BATCH)), 0)
+  (_, out), _ = c.step(c.params, batch_of(np.arange(BATCH)), c.state)
   moved = jax.tree.map(lambda p: p + 1.0, c.params)
-  new = pcl.post_update(c.config, moved, c.state, out.update, 0)
-  np.testing.assert_allclose(new.queue.buffer[:BATCH],
-                             unit(np.asarray(out.update["queue"])), atol=1e-6)
-  m = c.config.method.base_momentum
-  for t, p in zip(jax.tree.leaves(new.target.params),
-                  jax.tree.leaves(c.state.target.params)):
-    np.testing.assert_allclose(t, p + (1 - m), atol=1e-6)
+  params, new = c.method.post_update(moved, c.state, out.update, 0)
+  chex.assert_trees_all_equal(params, moved)
+  np.testing.assert_allclose(new.moco.queue.buffer[:BATCH],
+                             unit(np.asarray(out.update[1])), atol=1e-6)
+  for t, p in zip(jax.tree.leaves(new.moco.target.params),
+                  jax.tree.leaves(c.state.moco.target.params)):
+    np.testing.assert_allclose(t, p + (1 - 0.999), atol=1e-6)
   assert new.clusterings is c.state.clusterings
+  assert new.clustered is c.state.clustered
+
+
+def test_state_round_trips_through_a_checkpoint(clustered, tmp_path):
+  config = ml_collections.ConfigDict(dict(seed=0))
+  with train.Checkpointer(str(tmp_path)) as ckpt:
+    ckpt.save(1, clustered.state, {}, config)
+    ckpt.wait()
+    restored, _ = ckpt.restore(
+        config, jax.eval_shape(lambda: clustered.state), data=False)
+  assert type(restored) is PCLState
+  chex.assert_trees_all_equal(restored, clustered.state)
 
 
 # ======================================================= config, errors ===
 
 
-def test_method_record():
-  method = pcl.METHOD
-  assert method.name == "pcl" and method.default_config().name == "pcl"
-  update = method.dataset_update
-  assert update.features is pcl.momentum_features
-  assert update.update is pcl.update and update.reset == ()
-  defaults = pcl.default_config()
-  # PCL v2's official settings.
-  assert defaults.num_clusters == (25000, 50000, 100000)
-  assert (defaults.temperature, defaults.alpha, defaults.queue_size,
-          defaults.warmup_epochs) == (0.2, 10.0, 16384, 20)
-  assert (defaults.kmeans_iterations, defaults.kmeans_redo,
-          defaults.kmeans_seeding) == (20, 5, "random")
+def test_defaults_are_pcl_v2s():
+  defaults = {name: p.default for name, p in
+              inspect.signature(methods.pcl).parameters.items()}
+  # PCL v2's official settings (`main_pcl.py`, README), ImageNet epochs of
+  # 1,281,167 // 256 steps.
+  assert defaults["num_clusters"] == (25000, 50000, 100000)
+  assert (defaults["temperature"], defaults["alpha"],
+          defaults["queue_size"], defaults["momentum"]) == (
+              0.2, 10.0, 16384, 0.999)
+  assert (defaults["warmup_steps"], defaults["cluster_every"]) == (
+      20 * 5004, 5004)
+  assert (defaults["kmeans_iterations"], defaults["kmeans_redo"],
+          defaults["kmeans_seeding"]) == (20, 5, "random")
+  method = tiny_method()
+  assert method.name == "pcl" and method.dataset_update.reset == ()
 
 
-def test_configs():
-  assert methods.get("pcl") is pcl.METHOD
-  for preset in ("mnist5k", "cifar10", "cifar100", "imagenet100",
-                 "imagenet2012"):
+def test_configs(tmp_path):
+  assert methods.get("pcl") is methods.pcl
+  for preset in common.PRESETS[:-1]:
     config = pcl_configs.get_config(preset)
-    pcl.check_config(config)
     assert config.method.name == "pcl"
+    assert config.optimizer.exclude_bias_and_norm is False
+    assert config.method.num_examples == config.dataset.train_size
+    assert methods.build(config).dataset_update.every == \
+        config.method.cluster_every
   config = pcl_configs.get_config("mnist5k")
   # Batch 128: an epoch is 4000 // 128 = 31 steps, warm-up 3 epochs.
-  assert pcl.every(config) == 31 and config.method.num_clusters == (20, 40,
-                                                                    80)
-  assert pcl.warmup_steps(config) == 93
+  assert config.method.cluster_every == 31
+  assert config.method.num_clusters == (20, 40, 80)
+  assert config.method.warmup_steps == 93
   config = pcl_configs.get_config("imagenet2012")
-  assert (config.total_steps, pcl.warmup_steps(config)) == (
+  assert (config.total_steps, config.method.warmup_steps) == (
       200 * 5004, 20 * 5004)
   assert (config.optimizer.name, config.optimizer.learning_rate,
           config.batch_size) == ("sgd", 0.03, 256)
   config = pcl_configs.get_config("mnist5k,method.num_clusters=(10,)")
   assert config.method.num_clusters == (10,)
+  # An image folder: its facts are read from the folder, then it builds.
+  (tmp_path / "train").mkdir()
+  for i in range(6):
+    Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(
+        tmp_path / "train" / f"{i}.png")
+  config = pcl_configs.get_config(
+      "imagefolder,method.num_clusters=(2,),batch_size=2")
+  config.dataset.path = str(tmp_path)
+  common.resolve_dataset(config)
+  assert methods.build(config).dataset_update.every == 3
 
 
-@pytest.mark.parametrize("field, value, key", [
-    ("num_clusters", (4, N + 1), "num_clusters"),
-    ("num_clusters", (N,), "num_clusters"),
-    ("num_clusters", (), "num_clusters"),
-    ("num_clusters", (0,), "num_clusters"),
-    ("num_clusters", (4.0,), "num_clusters"),
-    ("warmup_epochs", -1, "warmup_epochs"),
-    ("kmeans_iterations", 0, "kmeans_iterations"),
-    ("kmeans_redo", 0, "kmeans_redo"),
-    ("kmeans_seeding", "kmeans++", "kmeans_seeding"),
-    ("alpha", -1.0, "alpha"),
-    ("temperature", 0.0, "temperature"),
+@pytest.mark.parametrize("field, value", [
+    ("num_clusters", (4, N + 1)),
+    ("num_clusters", (N,)),
+    ("num_clusters", ()),
+    ("num_clusters", (0,)),
+    ("num_clusters", (4.0,)),
+    ("num_examples", 0),
+    ("warmup_steps", -1),
+    ("cluster_every", 0),
+    ("kmeans_iterations", 0),
+    ("kmeans_redo", 0),
+    ("kmeans_seeding", "kmeans++"),
+    ("alpha", -1.0),
+    ("temperature", 0.0),
+    ("augment", _shared.augment_config("none")),
+    ("bn_groups", 0),
 ])
-def test_bad_config_raises(field, value, key):
-  config = tiny_config()
-  config.method[field] = value
-  with pytest.raises(ValueError, match=f"config.method.{key}"):
-    pcl.check_config(config)
-  # Every entry point checks.
-  with pytest.raises(ValueError, match=key):
-    pcl.init(config, jax.random.key(0), toy_images()[:BATCH])
-  with pytest.raises(ValueError, match=key):
-    pcl.update(config, None, None, None, np.zeros((N, 16), np.float32),
-               jax.random.key(0), 0)
+def test_bad_argument_raises_naming_it(field, value):
+  with pytest.raises(ValueError, match=f"`{field}`"):
+    tiny_method(**{field: value})
 
 
 def test_bad_inputs_raise(clustered):
-  config, params, model_state, state, _ = clustered
+  c = clustered
   images = toy_images()[:BATCH]
-  big_batch = tiny_config()
-  big_batch.batch_size = N + 1
-  with pytest.raises(ValueError, match="batch_size"):
-    pcl.every(big_batch)
   with pytest.raises(ValueError, match="features"):
-    pcl.update(config, None, None, state, np.zeros((N, 8), np.float32),
-               jax.random.key(0), 0)
+    c.method.dataset_update.update(None, None, c.state,
+                                   np.zeros((N, 8), np.float32),
+                                   jax.random.key(0), 0)
   with pytest.raises(ValueError, match="index"):
-    pcl.loss(config, params, model_state, state, {"image": images},
-             jax.random.key(0), 0)
-  one_view = fixed_views_config()
-  one_view.method.augment = _shared.augment_config("none")
-  with pytest.raises(ValueError, match="augment.preset"):
-    pcl.loss(one_view, params, model_state, state,
-             {"image": images, "index": np.arange(BATCH)},
-             jax.random.key(0), 0)
+    c.method.loss(c.params, c.model_state, c.state, {"image": images},
+                  jax.random.key(0), 0)
   with pytest.raises(ValueError, match="redo"):
-    pcl.cluster(np.zeros((N, 4), np.float32), 2, key=jax.random.key(0),
-                redo=0)
+    cluster(np.zeros((N, 4), np.float32), 2, key=jax.random.key(0), redo=0)

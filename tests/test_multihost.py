@@ -50,8 +50,12 @@ def test_two_processes_match_one_process(tmp_path):
     np.testing.assert_array_equal(leaf, two[jax.tree_util.keystr(path)])
 
 
-def assert_same_run(npz, tree, metrics, *, steps, rtol=1e-5, atol=1e-7):
-  """The worker's saved `tree` and last loss equal this process's."""
+def assert_same_run(npz, tree, metrics, *, steps, rtol=1e-5, atol=1e-6):
+  """The worker's saved `tree` and last loss equal this process's.
+
+  `atol` covers the toy's conv bias: BatchNorm follows it, so its exact
+  gradient is 0 and it drifts by float32 rounding only (~1e-7 after 7 steps,
+  summed in a different order on 2 processes)."""
   two = np.load(npz)
   one = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in
          jax.tree_util.tree_flatten_with_path(tree)[0]}

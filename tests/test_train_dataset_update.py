@@ -1,9 +1,11 @@
 """`train` with a method's dataset pass (`Method.dataset_update`) and with
 class-balanced batches, on the real mnist5k split.
 
-The method under test is `_multihost_toy.CLUSTER_TOY`: the toy method plus a
+The method under test is `_multihost_toy.CLUSTER_TOY` (`cluster_toy()`, a
+factory with a `DatasetUpdate` bound to it): the toy method plus a
 classifier head trained on per-example pseudo-labels that a dataset pass
-recomputes, the shape of DeepCluster.
+recomputes every 3 steps, the shape of DeepCluster. A library factory
+(SeLa, built from its config) runs through the same loop.
 """
 
 import functools
@@ -103,6 +105,26 @@ def test_resume_at_a_pass_step_is_exact(straight, tmp_path):
     np.testing.assert_array_equal(resumed, uninterrupted)
 
 
+def test_a_factory_method_relabels_in_the_loop_at_its_label_steps(data_dir,
+                                                                  tmp_path):
+  # SeLa built from its config (`methods.build`), on 8 devices: label
+  # steps (0, 3) and a pass every 2 steps relabel at 0, not at 2 (whose
+  # pass skips the network), and again at 4.
+  config = make_config(data_dir, total_steps=5)
+  config.method = dict(
+      name="sela", backbone="tiny_cnn", num_clusters=10, num_heads=1,
+      sinkhorn_iters=5, num_examples=TRAIN_SIZE, reassign_every=2,
+      label_updates=2, label_horizon=3, augment={"preset": "none"})
+  run(config, tmp_path, method=None)
+  logged = {r["step"]: r.get("relabelled") for r in read_metrics(tmp_path)}
+  assert {s: p for s, p in logged.items() if p is not None} == {
+      1: 1.0, 3: 0.0, 5: 1.0}
+  state = train.restore_state(config, str(tmp_path),
+                              image_shape=(28, 28, 1))
+  labels = np.asarray(state.method_state.labels)
+  assert labels.shape == (1, TRAIN_SIZE) and len(np.unique(labels)) > 1
+
+
 class Unindexed(toy.ArrayIterator):
   """Batches without "index", as a user's own iterator may give."""
 
@@ -112,14 +134,17 @@ class Unindexed(toy.ArrayIterator):
     return batch
 
 
-def test_data_without_index_and_wrong_train_size_are_errors(data_dir,
-                                                            tmp_path):
+def test_data_without_index_wrong_train_size_and_bad_interval_are_errors(
+    data_dir, tmp_path):
   config = make_config(data_dir)
   images, labels = toy.toy_images(size=28)
   unindexed = Unindexed(images, labels, global_batch=config.batch_size)
   with pytest.raises(ValueError, match="'index'"):
     run(config, tmp_path / "a", data=unindexed)
   assert not (tmp_path / "a").exists()
+  for every in (0, 1.5):
+    with pytest.raises(ValueError, match="interval"):
+      run(config, tmp_path / "c", method=toy.cluster_toy(every=every))
   config.dataset.train_size = 100
   with pytest.raises(ValueError, match="train_size"):
     run(config, tmp_path / "b")

@@ -455,9 +455,11 @@ def encoder_weights(method, backbone: models.Model, params: PyTree,
 # --------------------------------------------------------------- a run ---
 
 
-def directory(protocol) -> str:
+def directory(protocol, named_step: bool = False) -> str:
   """The protocol's directory in the run's workdir: its `name`, with the
-  label percentage when it uses a fraction ("linear", "finetune_1pct").
+  label percentage when it uses a fraction ("linear", "finetune_1pct"), and
+  with `named_step` the pre-trained checkpoint's step ("linear_step300"):
+  evaluations of earlier checkpoints each keep their own.
 
   Example:
     >>> protocol = base_protocol("finetune")
@@ -465,20 +467,23 @@ def directory(protocol) -> str:
     >>> directory(protocol)
     'finetune_10pct'
   """
-  if protocol.label_fraction == 1:
-    return protocol.name
-  return f"{protocol.name}_{100 * protocol.label_fraction:g}pct"
+  name = protocol.name
+  if protocol.label_fraction != 1:
+    name += f"_{100 * protocol.label_fraction:g}pct"
+  return name + (f"_step{protocol.pretrained.step}" if named_step else "")
 
 
 def run(name: str, config, state: TrainState, workdir: str, *,
-        overrides: Optional[Mapping[str, Any]] = None
+        overrides: Optional[Mapping[str, Any]] = None,
+        named_step: bool = False
         ) -> tuple[ml_collections.ConfigDict, dict[str, float]]:
   """Runs a protocol ("linear" or "finetune") on a pre-trained state.
 
   Builds the protocol of `config` (`linear_protocol`/`finetune_protocol`),
   applies `overrides` ({dotted key: value}), records `state`'s step as
   `pretrained.step`, and trains and scores its classifier with
-  `supervised.fit` in `<workdir>/<directory(protocol)>`, resuming there.
+  `supervised.fit` in `<workdir>/<directory(protocol, named_step)>`,
+  resuming there.
 
   Args:
     name: "linear" or "finetune".
@@ -486,6 +491,8 @@ def run(name: str, config, state: TrainState, workdir: str, *,
     state: its `TrainState` (`ssljax.train.restore_state`).
     workdir: the pre-training run's directory.
     overrides: protocol fields to change.
+    named_step: put the checkpoint's step in the directory's name (an
+      evaluation of a chosen, not the latest, checkpoint).
 
   Returns:
     (the protocol, the result of `supervised.fit`).
@@ -519,5 +526,5 @@ def run(name: str, config, state: TrainState, workdir: str, *,
         head_init_std=protocol.head_init_std,
         layer_decay=protocol.optimizer.layer_decay)
   result = supervised.fit(protocol, classifier,
-                          os.path.join(workdir, directory(protocol)))
+                          os.path.join(workdir, directory(protocol, named_step)))
   return protocol, result

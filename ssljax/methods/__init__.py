@@ -37,18 +37,48 @@ from ssljax.methods.dino import dino
 from ssljax.methods.moco_v2 import moco_v2
 from ssljax.methods.simclr import simclr
 # contrastive and non-contrastive (group A)
+from ssljax.methods.barlow_twins import barlow_twins
+from ssljax.methods.moco_v3 import moco_v3
+from ssljax.methods.nnclr import nnclr
+from ssljax.methods.simsiam import simsiam
+from ssljax.methods.supcon import supcon
+from ssljax.methods.swav import swav
+from ssljax.methods.vicreg import vicreg
 # breadth: clip, cpc, metric (group B)
+from ssljax.methods.clip import clip
+from ssljax.methods.cpc import cpc
+from ssljax.methods.metric import metric
 # clustering (group C)
+from ssljax.methods.deepcluster import deepcluster
+from ssljax.methods.deepercluster import deepercluster
+from ssljax.methods.pcl import pcl
+from ssljax.methods.sela import sela
 # pretext tasks (group D)
+from ssljax.methods.colorization import colorization
+from ssljax.methods.context_encoder import context_encoder
+from ssljax.methods.denoising_autoencoder import denoising_autoencoder
+from ssljax.methods.exemplar import exemplar
+from ssljax.methods.jigsaw import jigsaw
+from ssljax.methods.relative_patch import relative_patch
+from ssljax.methods.rotation import rotation
 # masked image modelling (group E)
+from ssljax.methods.ibot import ibot
+from ssljax.methods.ijepa import ijepa
+from ssljax.methods.mae import mae
 
 _FACTORIES = (
     simclr, byol, dino, moco_v2, dcl,
     # group A
+    moco_v3, simsiam, barlow_twins, vicreg, nnclr, supcon, swav,
     # group B
+    clip, cpc, metric,
     # group C
+    deepcluster, deepercluster, sela, pcl,
     # group D
+    rotation, jigsaw, relative_patch, context_encoder, colorization,
+    denoising_autoencoder, exemplar,
     # group E
+    mae, ibot, ijepa,
 )
 
 for _factory in _FACTORIES:

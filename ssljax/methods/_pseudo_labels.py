@@ -3,40 +3,38 @@
 The three methods alternate two stages (Caron et al. 2018, 2019; Asano et
 al. 2020):
 
-  1. every `config.method.reassign_epochs` epochs (`every`), label every
-     training example from the network's features of the whole split:
-     k-means for DeepCluster and DeeperCluster, Sinkhorn-Knopp for SeLa
-     (`Method.dataset_update`);
-  2. in between, train the network to classify augmented views of each
+  1. every few steps (`DatasetUpdate.every`), label every training example
+     from the network's features of the whole split: k-means for DeepCluster
+     and DeeperCluster, Sinkhorn-Knopp for SeLa;
+  2. in between, train the network to classify an augmented view of each
      example as its label, which the loss finds in the method state by the
      batch's "index" (`batch_labels`).
 
 Pieces:
 
-* `PseudoLabels`, the method state: labels [H, N] (H heads or one) and, for
-  the k-means methods, per-example loss weights [N] that balance the
+* `PseudoLabels`, the state of the k-means methods (SeLa's holds one): labels
+  [H, N] (H heads or one) and per-example loss weights [N] that balance the
   pseudo-classes (`balance_weights`);
-* linear classification heads as plain arrays (`init_heads`,
-  `apply_heads`), re-drawn after each clustering by DeepCluster and
-  DeeperCluster, and the (weighted) cross-entropy;
+* linear classification heads as plain arrays (`init_heads`, `apply_heads`),
+  re-drawn after each clustering by DeepCluster and DeeperCluster, and the
+  (weighted) cross-entropy;
 * DeepCluster's feature pre-processing: PCA-whitening and l2 normalisation
   (`pca_whiten`, `preprocess_features`);
-* what the update logs: NMI between two labellings
+* what the updates log: NMI between two labellings
   (`normalized_mutual_information`, DeepCluster's stability curve) and
   cluster-size statistics (`cluster_statistics`);
+* the official networks' fixed Sobel input layer (`sobel`, `setup`), the one
+  augmented view each example contributes to a step (`one_view`), and the
+  factories' argument checks;
 * the k-means methods' network (backbone and MLP head), its eval-mode
   features (`projection_features`) and the relabelling step they share
   (`relabel`).
-
-Config fields read here: `config.method.{reassign_epochs, num_clusters,
-proj_dim}` (plus those of `_shared.projector_network`),
-`config.dataset.train_size`, `config.batch_size`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +42,8 @@ import optax
 from jax.scipy.special import xlogy
 
 from ssljax import _common, models
-from ssljax.data import augment
-from ssljax.methods import _pretext, _shared
+from ssljax.methods import _shared
+from ssljax.methods.base import DatasetUpdate, Method
 
 PyTree = Any
 
@@ -58,9 +56,27 @@ HEAD_INIT_STD = 0.01
 # fewer examples than dimensions) would otherwise be divided by zero.
 PCA_EIGEN_FLOOR = 1e-5
 
-# Parts of the k-means methods' network that the optimizer and `encode` see
-# as a `models.compose` model; the classifiers are kept beside them.
+# Parts of the k-means methods' network that `models.compose` builds; the
+# classifiers are kept beside them in `params`.
 NETWORK_PARTS = ("backbone", "projector")
+
+# ImageNet-1k's training images and a step of 256 of them, the official
+# runs' defaults: one epoch is IMAGENET_TRAIN_SIZE // 256 steps.
+IMAGENET_TRAIN_SIZE = 1_281_167
+IMAGENET_EPOCH_STEPS = IMAGENET_TRAIN_SIZE // 256
+
+# The official Sobel layer (DeepCluster's and DeeperCluster's `sobel`): a
+# grey image, then a 3×3 cross-correlation (PyTorch's convolution) with the
+# horizontal and the vertical Sobel kernel.
+SOBEL_KERNELS = (((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0)),
+                 ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0)))
+
+# The training views of DeepCluster and DeeperCluster: a random resized crop
+# of scale (0.08, 1) and a horizontal flip, nothing else (the official
+# `RandomResizedCrop(224)`, `RandomHorizontalFlip()`).
+CROP_AND_FLIP = _shared.augment_config("byol", jitter_prob=0.0,
+                                       grayscale_prob=0.0, blur_prob=0.0,
+                                       solarize_prob=0.0)
 
 
 class PseudoLabels(NamedTuple):
@@ -76,65 +92,42 @@ class PseudoLabels(NamedTuple):
   weights: Optional[jax.Array] = None
 
 
-# ---------------------------------------------------------------- config ---
+# ---------------------------------------------------------------- checks ---
 
 
-def _check_positive_number(value, name: str, fn: str) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise ValueError(f"{fn}: `{name}` must be a number > 0, got {value!r}.")
-  _common.check_positive(value, name, fn)
+def check_clusters(num_clusters: int, num_examples: int, fn: str) -> None:
+  """1 <= `num_clusters` <= `num_examples`, both ints; else ValueError."""
+  _common.check_count(num_examples, "num_examples", fn, minimum=1)
+  _common.check_count(num_clusters, "num_clusters", fn, minimum=1)
+  if num_clusters > num_examples:
+    raise ValueError(f"{fn}: `num_clusters` must be <= `num_examples` "
+                     f"({num_examples}), got {num_clusters}.")
 
 
-def check_config(config, fn: str, *, counts: Mapping[str, int],
-                 positive: Sequence[str] = ("reassign_epochs",)) -> None:
-  """Raises ValueError naming the key of a bad `config.method` field.
-
-  `counts` maps int fields to their minimum; `positive` lists fields that
-  must be numbers > 0. `num_clusters` (always checked) must also be at most
-  `config.dataset.train_size`.
-  """
-  method = config.method
-  train_size = config.dataset.train_size
-  _common.check_count(train_size, "config.dataset.train_size", fn, minimum=1)
-  for name, minimum in {"num_clusters": 1, **counts}.items():
-    _common.check_count(method.get(name), f"config.method.{name}", fn,
-                        minimum=minimum)
-  for name in positive:
-    _check_positive_number(method.get(name), f"config.method.{name}", fn)
-  if method.num_clusters > train_size:
+def check_features(features: jax.Array, num_examples: int, fn: str) -> None:
+  """`features` must be [num_examples, D]."""
+  _common.check_rank(features, 2, "features", fn)
+  if features.shape[0] != num_examples:
     raise ValueError(
-        f"{fn}: `config.method.num_clusters` must be <= "
-        f"config.dataset.train_size ({train_size}), got "
-        f"{method.num_clusters}.")
-
-
-def every(config) -> int:
-  """Steps between two labellings: `reassign_epochs` epochs of
-  `train_size // batch_size` steps, at least one.
-
-  Example:
-    >>> import ml_collections
-    >>> config = ml_collections.ConfigDict(dict(
-    ...     batch_size=256, dataset=dict(train_size=4000),
-    ...     method=dict(reassign_epochs=2.0)))
-    >>> every(config)
-    30
-  """
-  epochs = config.method.reassign_epochs
-  _check_positive_number(epochs, "config.method.reassign_epochs", "every")
-  steps_per_epoch = config.dataset.train_size // config.batch_size
-  return max(1, round(epochs * steps_per_epoch))
+        f"{fn}: `features` must have one row per training example "
+        f"(`num_examples` = {num_examples}), got shape {features.shape}.")
 
 
 # ----------------------------------------------------------------- state ---
 
 
-def init_state(config, num_heads: int, *, weighted: bool) -> PseudoLabels:
-  """All labels 0 (the loop relabels before step 0) and unit weights."""
-  size = config.dataset.train_size
+def init_labels(num_examples: int, num_heads: int, *, weighted: bool
+                ) -> PseudoLabels:
+  """All labels 0 (the loop relabels before step 0) and unit weights.
+
+  Example:
+    >>> state = init_labels(5, 2, weighted=True)
+    >>> print(state.labels.shape, state.weights.tolist())
+    (2, 5) [1.0, 1.0, 1.0, 1.0, 1.0]
+  """
   return PseudoLabels(
-      labels=jnp.zeros((num_heads, size), jnp.int32),
-      weights=jnp.ones((size,), jnp.float32) if weighted else None)
+      labels=jnp.zeros((num_heads, num_examples), jnp.int32),
+      weights=jnp.ones((num_examples,), jnp.float32) if weighted else None)
 
 
 def lookup(state: PseudoLabels, index: jax.Array
@@ -163,16 +156,30 @@ def lookup(state: PseudoLabels, index: jax.Array
 def batch_labels(state: PseudoLabels, batch, fn: str
                  ) -> tuple[jax.Array, Optional[jax.Array]]:
   """`lookup` of `batch["index"]`; a batch without it raises ValueError."""
-  if not isinstance(batch, Mapping) or "index" not in batch:
-    keys = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-    raise ValueError(
-        f"{fn}: `batch` must be a dict with \"index\" (int32 [B], the "
-        f"examples' rows of the train split, which `ssljax.train.train` adds "
-        f"for methods with a `dataset_update`), got {keys}.")
-  return lookup(state, batch["index"])
+  return lookup(state, _shared.index_of(batch, fn))
 
 
 # ----------------------------------------------------------------- heads ---
+
+
+def dense_init(std: Optional[float] = HEAD_INIT_STD
+               ) -> tuple[_shared.DenseInit, _shared.DenseInit]:
+  """(kernel, bias) draws of the official linear layers: with `std`,
+  N(0, std²) weights and zero biases (DeepCluster's `_initialize_weights`);
+  with None, PyTorch's `nn.Linear` default U(±1/√fan_in) for both
+  (`_shared.torch_linear_init`; DeeperCluster's and SeLa's layers).
+
+  Example:
+    >>> import jax
+    >>> kernel, bias = dense_init(0.01)
+    >>> print(bias(jax.random.key(0), (2,), 5).tolist())
+    [0.0, 0.0]
+  """
+  if std is None:
+    return _shared.torch_linear_init, _shared.torch_linear_init
+  return (lambda key, shape, fan_in: std * jax.random.normal(
+      key, shape, jnp.float32),
+          lambda key, shape, fan_in: jnp.zeros(shape, jnp.float32))
 
 
 def init_heads(key: jax.Array, *, num_heads: int, in_dim: int,
@@ -182,7 +189,7 @@ def init_heads(key: jax.Array, *, num_heads: int, in_dim: int,
   With `std` (default 0.01) weights ~ N(0, std²) and zero biases, the
   official DeepCluster's initialisation of its top layer; with std=None
   weights and biases ~ U(−1/√D, 1/√D), PyTorch's `nn.Linear` default that
-  the official DeeperCluster and SeLa (ResNet) heads keep.
+  the official DeeperCluster and SeLa (ResNet) heads keep (`dense_init`).
 
   The biases have rank 2, so `ssljax.train.decay_mask` gives them weight
   decay, as the official SGD (every parameter decayed) does.
@@ -199,16 +206,11 @@ def init_heads(key: jax.Array, *, num_heads: int, in_dim: int,
                       ("num_classes", num_classes)):
     _common.check_count(value, name, fn, minimum=1)
   _common.check_positive(std, "std", fn)
-  kernel_shape = (num_heads, in_dim, num_classes)
-  if std is None:
-    kernel_key, bias_key = jax.random.split(key)
-    bound = in_dim ** -0.5
-    return {"kernel": jax.random.uniform(kernel_key, kernel_shape,
-                                         jnp.float32, -bound, bound),
-            "bias": jax.random.uniform(bias_key, (num_heads, num_classes),
-                                       jnp.float32, -bound, bound)}
-  return {"kernel": std * jax.random.normal(key, kernel_shape, jnp.float32),
-          "bias": jnp.zeros((num_heads, num_classes), jnp.float32)}
+  kernel_init, bias_init = dense_init(std)
+  kernel_key, bias_key = jax.random.split(key)
+  return {"kernel": kernel_init(kernel_key, (num_heads, in_dim, num_classes),
+                                in_dim),
+          "bias": bias_init(bias_key, (num_heads, num_classes), in_dim)}
 
 
 def reinit_heads(heads: dict, key: jax.Array, *,
@@ -493,36 +495,109 @@ def normalized_mutual_information(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.where((count_a == 1) & (count_b == 1), 1.0, nmi)
 
 
+# ------------------------------------------------------- input and views ---
+
+
+def sobel(images: jax.Array) -> jax.Array:
+  r"""The official DeepCluster / DeeperCluster input layer: image gradients.
+
+  The grey image g = mean over channels (the official 1×1 convolution of
+  weights 1/3 on RGB), then the two Sobel responses with zero padding 1,
+
+      G_x[y, x] = Σ_ij S_x[i, j] g[y + i − 1, x + j − 1],   S_x = [[1, 0, −1],
+                                                                 [2, 0, −2],
+                                                                 [1, 0, −1]],
+
+  and G_y with S_y = S_xᵀ (`SOBEL_KERNELS`): a cross-correlation, as
+  PyTorch's convolution. The filters are fixed (not trained).
+
+  Args:
+    images: float [B, H, W, C], normalised as the network's input.
+
+  Returns:
+    [B, H, W, 2] (G_x, G_y), in the dtype of `images`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> ramp = jnp.tile(jnp.arange(4.0), (4, 1))[None, :, :, None]  # x → x
+    >>> print(sobel(ramp)[0, 1:3, 1:3].tolist())  # inside: G_x = −8, G_y = 0
+    [[[-8.0, 0.0], [-8.0, 0.0]], [[-8.0, 0.0], [-8.0, 0.0]]]
+  """
+  _common.check_rank(images, 4, "images", "sobel")
+  gray = jnp.mean(images, axis=-1)
+  height, width = gray.shape[1:]
+  padded = jnp.pad(gray, ((0, 0), (1, 1), (1, 1)))
+  kernels = jnp.asarray(SOBEL_KERNELS, gray.dtype)
+  return sum(kernels[:, i, j] * padded[:, i:i + height, j:j + width, None]
+             for i in range(3) for j in range(3))
+
+
+def with_sobel(model: models.Model) -> models.Model:
+  """`model` reading `sobel(x)` instead of x (init and apply)."""
+  return models.Model(
+      init=lambda rng, x: model.init(rng, sobel(x)),
+      apply=lambda params, model_state, x, *, train: model.apply(
+          params, model_state, sobel(x), train=train))
+
+
+def setup(backbone: str | models.Model, backbone_kwargs: Optional[Mapping],
+          augment: Mapping, dtype: str, *, use_sobel: bool
+          ) -> _shared.Setup:
+  """`_shared.setup`, the backbone behind the `sobel` layer if `use_sobel`
+  (it then serves training, the dataset passes and `encode` alike, as the
+  official networks carry it)."""
+  bound = _shared.setup(backbone, backbone_kwargs, augment, dtype)
+  if not use_sobel:
+    return bound
+  return bound._replace(backbone=with_sobel(bound.backbone))
+
+
+def one_view(setup_: _shared.Setup, rng: jax.Array, batch
+             ) -> tuple[jax.Array, ...]:
+  """The single augmented view of each example that one step trains on (the
+  official code draws one per image), as a one-view tuple."""
+  return setup_.views.make(rng, batch, count=1)
+
+
+def one_view_crops(setup_: _shared.Setup) -> Callable:
+  """`Method.crops` of `one_view`: the host cuts the first view only."""
+  return lambda image_size: setup_.views.specs(image_size)[:1]
+
+
 # ------------------------------------- the k-means methods' network, update ---
 
 
-def mlp_network(config) -> models.Model:
-  """Backbone and the 2-layer MLP head (`proj_hidden_dim` → `proj_dim`).
+def mlp_network(setup_: _shared.Setup, hidden_dim: int, out_dim: int
+                ) -> models.Model:
+  """Backbone and the 2-layer MLP head (`hidden_dim` → `out_dim`).
 
   The head's output, before any ReLU, is what k-means clusters (the
   official code drops the final ReLU of its MLP to extract features); the
   classifiers read it after a ReLU (which the official code puts back for
   training).
   """
-  return _shared.projector_network(config)
+  return _shared.with_projector(setup_, hidden_dim, out_dim)
 
 
 def network_params(tree: dict) -> dict:
-  """The `mlp_network` parts of `params` (without the classifiers)."""
+  """The `mlp_network` parts of `params` or `model_state`."""
   return {k: tree[k] for k in NETWORK_PARTS}
 
 
-def projection_features(config, params: PyTree, model_state: PyTree,
-                        method_state: PseudoLabels, images) -> jax.Array:
+def projection_features(setup_: _shared.Setup, model: models.Model
+                        ) -> Callable:
   """`DatasetUpdate.features` of the k-means methods: the MLP head's output
-  [B, proj_dim] in eval mode (BatchNorm running statistics) on the
+  [B, out_dim] in eval mode (BatchNorm running statistics) on the
   normalised, un-augmented images, float32."""
-  del method_state  # The features do not depend on the labels.
-  images, _ = _shared.split_batch(images)
-  inputs = _pretext.normalize(config, augment.to_float(images))
-  outputs, _ = mlp_network(config).apply(network_params(params), model_state,
-                                         inputs, train=False)
-  return outputs["projection"].astype(jnp.float32)
+
+  def features(params, model_state, method_state, images):
+    del method_state  # The features do not depend on the labels.
+    inputs = setup_.views.normalize(_shared.first_image(images))
+    outputs, _ = model.apply(network_params(params), model_state, inputs,
+                             train=False)
+    return outputs["projection"].astype(jnp.float32)
+
+  return features
 
 
 def relabel(params: dict, state: PseudoLabels, labels: jax.Array,
@@ -550,11 +625,82 @@ def relabel(params: dict, state: PseudoLabels, labels: jax.Array,
   return params, new_state, metrics
 
 
-def check_features(config, features: jax.Array, fn: str) -> None:
-  """`features` must be [train_size, D]."""
-  _common.check_rank(features, 2, "features", fn)
-  if features.shape[0] != config.dataset.train_size:
-    raise ValueError(
-        f"{fn}: `features` must have one row per training example "
-        f"(config.dataset.train_size = {config.dataset.train_size}), got "
-        f"shape {features.shape}.")
+def kmeans_network(fn: str, *, backbone: str | models.Model,
+                   backbone_kwargs: Optional[Mapping], augment: Mapping,
+                   dtype: str, sobel: bool, proj_hidden_dim: int,
+                   proj_dim: int, num_clusters: int, num_examples: int,
+                   pca_dim: int, kmeans_iters: int, reassign_every: int
+                   ) -> tuple[_shared.Setup, models.Model]:
+  """Checks the arguments DeepCluster and DeeperCluster share (ValueError
+  naming the argument); their `setup` (with the Sobel layer if `sobel`) and
+  `mlp_network`."""
+  check_clusters(num_clusters, num_examples, fn)
+  _common.check_count(pca_dim, "pca_dim", fn, minimum=1)
+  _common.check_count(kmeans_iters, "kmeans_iters", fn)
+  _common.check_count(reassign_every, "reassign_every", fn, minimum=1)
+  bound = setup(backbone, backbone_kwargs, augment, dtype, use_sobel=sobel)
+  return bound, mlp_network(bound, proj_hidden_dim, proj_dim)
+
+
+def kmeans_method(name: str, setup_: _shared.Setup, model: models.Model, *,
+                  heads: Mapping[str, tuple[int, int]], head_dim: int,
+                  head_std: Optional[float], reset: tuple[str, ...],
+                  loss: Callable, cluster: Callable, num_clusters: int,
+                  num_groups: int, pca_dim: int, num_examples: int,
+                  every: int) -> Method:
+  """The `Method` of DeepCluster and DeeperCluster.
+
+  Args:
+    name: the method's name.
+    setup_: the bound backbone (behind `sobel` or not), views and dtype.
+    model: `mlp_network(setup_, ...)`.
+    heads: {params key: (number of heads, classes per head)} of the
+      classifiers, kept as `init_heads` arrays beside the network.
+    head_dim: their input size, the MLP head's output size.
+    head_std: their and the MLP head's linear layers' initialisation
+      (`dense_init`).
+    reset: the heads that every clustering re-draws, with fresh optimizer
+      state (`DatasetUpdate.reset`).
+    loss: `loss(params, model_state, labels, weights, batch, rng) ->
+      (value, StepOutput)` with the batch's labels [1, B] and weights [B].
+    cluster: `cluster(x, key) -> (labels [N], metrics)` of the
+      `preprocess_features` rows x.
+    num_clusters, num_groups: of `balance_weights`.
+    pca_dim: `preprocess_features`'s dimension.
+    num_examples: N, the training examples.
+    every: steps between two clusterings.
+  """
+  def init(rng, batch):
+    net_rng, mlp_rng, head_rng = jax.random.split(rng, 3)
+    params, model_state = _shared.initialize(setup_, model, net_rng, batch)
+    # The MLP head's linear layers start as the official ones (`head_std`).
+    params["projector"] = _shared.redraw_dense(
+        params["projector"], mlp_rng, *dense_init(head_std))
+    for key, (head_name, (count, classes)) in zip(
+        jax.random.split(head_rng, len(heads)), heads.items()):
+      params[head_name] = init_heads(key, num_heads=count, in_dim=head_dim,
+                                     num_classes=classes, std=head_std)
+    return params, model_state, init_labels(num_examples, 1, weighted=True)
+
+  def method_loss(params, model_state, method_state, batch, rng, step):
+    del step  # The targets change only at the clusterings.
+    labels, weights = batch_labels(method_state, batch, f"{name}.loss")
+    return loss(params, model_state, labels, weights, batch, rng)
+
+  def update(params, model_state, method_state, features, rng, step):
+    del model_state, step  # The clustering sees only the features.
+    check_features(features, num_examples, f"{name}.update")
+    cluster_rng, head_rng = jax.random.split(rng)
+    labels, cluster_metrics = cluster(
+        preprocess_features(features, pca_dim), cluster_rng)
+    params, method_state, metrics = relabel(
+        params, method_state, labels, num_clusters, head_rng, heads=reset,
+        head_std=head_std, num_groups=num_groups)
+    return params, method_state, {**metrics, **cluster_metrics}
+
+  return Method(
+      name=name, init=init, loss=method_loss, post_update=_shared.keep,
+      encode=_shared.encoder(setup_), crops=one_view_crops(setup_),
+      dataset_update=DatasetUpdate(
+          every=every, features=projection_features(setup_, model),
+          update=update, reset=reset))

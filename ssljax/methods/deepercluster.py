@@ -1,7 +1,9 @@
 """DeeperCluster: rotation prediction and DeepCluster in one hierarchical loss.
 
 Caron, Bojanowski, Mairal & Joulin, "Unsupervised Pre-Training of Image
-Features on Non-Curated Data", ICCV 2019.
+Features on Non-Curated Data", ICCV 2019; the official code
+(facebookresearch/DeeperCluster, `main.py`, `src/trainer.py`,
+`src/clustering.py`).
 
 Each target is a pair (rotation r of the image among 0°, 90°, 180°, 270°,
 cluster of the un-rotated image). The k clusters come from a two-level
@@ -9,63 +11,57 @@ k-means of DeepCluster's features (`hierarchical_kmeans`): m super-clusters
 of the whole set, then k/m sub-clusters inside each super-cluster. The 4m
 super-classes are the pairs (super-cluster c, rotation r), numbered
 s = 4c + r (the official code's process-group layout); the sub-class is
-the sub-cluster j within c. With the network backbone f and MLP head g of
-DeepCluster (`_pseudo_labels.mlp_network`), h = ReLU(g(f(x))) feeds a
-super-class classifier V (4m outputs) and one sub-class classifier W_s (k/m
-outputs) per super-class, and the loss of a rotated view x of example n is
-(the official `train_network`)
+the sub-cluster j within c. With DeepCluster's network (the fixed Sobel
+layer, backbone f and MLP head g), h = ReLU(g(f(x))) feeds a super-class
+classifier V (4m outputs) and one sub-class classifier W_s (k/m outputs)
+per super-class, and the loss of a rotated view x of example n is (the
+official `train_network`)
 
     ℓ = w_n · [CE(V h, s) + CE(W_s h, j)],       s = 4 c(n) + r,
 
 w_n the class-balancing weight of `_pseudo_labels.balance_weights` with
 the super-clusters as groups: the official sampler draws a super-class
-uniformly and a sub-class uniformly within it. Each example's view is
-rotated by a random multiple of 90° (`ssljax.pretext.random_rotation`): in
-the official code each image comes in one rotation, that of the process
-group that loads it. The clustering (every
-`reassign_epochs` = 3 epochs) runs on eval-mode features g(f(x)) of the
-un-rotated, un-augmented images, PCA-whitened and l2-normalised as in
-DeepCluster; after it both classifiers are re-drawn (PyTorch's default
-initialisation of `nn.Linear`, as the official `build_prediction_layer`)
-with fresh optimizer state (`DatasetUpdate.reset`).
+uniformly and a sub-class uniformly within it. Each example's view (a
+random resized crop and a flip) is rotated by a random multiple of 90°
+(`ssljax.pretext.random_rotation`): in the official code each image comes
+in one rotation, that of the process group that loads it. The clustering
+(every `reassign_every` steps, 3 epochs officially) runs on eval-mode
+features g(f(x)) of the un-rotated, un-augmented images, PCA-whitened and
+l2-normalised as in DeepCluster; after it the sub-class classifiers, and
+the super-class one when m > 1, are re-drawn (PyTorch's default
+initialisation of `nn.Linear`, as the official `build_prediction_layer`
+and, at the start, the MLP head's linear layers)
+with fresh optimizer state (`DatasetUpdate.reset`); with m = 1 the
+super-classes are the rotations alone, which do not change, and the
+official code keeps that layer and its optimizer.
 
-Defaults are the paper's run: m = 4 super-clusters (16 super-classes),
-k = 320,000 clusters, PCA to 4096, 10 k-means iterations, clustering every
-3 epochs; the ImageNet presets use DeepCluster's k = 10,000.
+Defaults are the paper's run (`main.sh`): m = 4 super-clusters (16
+super-classes), k = 320,000 clusters, PCA to 4096, 10 k-means iterations,
+Sobel, clustering every 3 epochs of the 95,920,149 YFCC100M images in steps
+of 48 × 64; the ImageNet presets use DeepCluster's k = 10,000.
 
-Differences from the paper:
-* the paper's sub-clustering runs one k-means per super-cluster; here one
-  k-means over all rows, each row extended by a one-hot code of its
-  super-cluster scaled so that no assignment crosses super-clusters, and
-  seeded with k/m rows of each super-cluster (see `hierarchical_kmeans`):
-  the same Lloyd iterations, except that an empty sub-cluster may be
-  re-seeded from another super-cluster's rows;
-* the official code keeps the super-class layer when m = 1 (its targets,
-  the rotations, do not change); here it is re-drawn at every clustering
-  with the sub-class layers;
-* no Sobel filtering, and a BatchNorm MLP head on a ResNet or small CNN
-  rather than VGG-16's classifier;
-* the sub-class layers of all super-classes are held (and evaluated on
-  every row) on each device; the official code shards them, one per
-  process group.
+Where this differs from the official code (see docs/fidelity.md): one
+k-means over all rows with super-cluster codes instead of one k-means per
+super-cluster (`hierarchical_kmeans`), a BatchNorm MLP head on a ResNet
+rather than VGG-16's classifier, the sub-class layers of all super-classes
+held (and evaluated on every row) on each device where the official code
+shards them, one per process group, and the Sobel layer's padding (the
+official VGG pads the image by 2 before a valid Sobel convolution, 1 here,
+keeping the image's size).
 
 Example:
-  >>> import jax, jax.numpy as jnp, ml_collections
-  >>> from ssljax.methods import deepercluster
-  >>> method = deepercluster.METHOD
-  >>> config = ml_collections.ConfigDict(dict(
-  ...     total_steps=10, batch_size=4, dataset=dict(train_size=8),
-  ...     method=method.default_config()))
-  >>> config.method.update(backbone="tiny_cnn", proj_hidden_dim=16,
-  ...                      proj_dim=8, num_clusters=4, num_super_clusters=2)
+  >>> import jax, jax.numpy as jnp
+  >>> from ssljax import methods
+  >>> method = methods.deepercluster(
+  ...     backbone="tiny_cnn", proj_hidden_dim=16, proj_dim=8,
+  ...     num_clusters=4, num_super_clusters=2, num_examples=8)
   >>> images = jnp.zeros((8, 16, 16, 1), jnp.uint8)
-  >>> params, model_state, labels = method.init(config, jax.random.key(0),
-  ...                                           images)
+  >>> params, model_state, labels = method.init(jax.random.key(0), images)
   >>> print(params["super_classifier"]["kernel"].shape,
   ...       params["sub_classifier"]["kernel"].shape)
   (1, 8, 8) (8, 8, 2)
   >>> batch = {"image": images[:4], "index": jnp.arange(4)}
-  >>> loss, out = method.loss(config, params, model_state, labels, batch,
+  >>> loss, out = method.loss(params, model_state, labels, batch,
   ...                         jax.random.key(1), 0)
   >>> print(loss.shape, out.embeddings.shape)
   () (4, 8)
@@ -73,37 +69,23 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from ssljax import _common, pretext
-from ssljax.methods import _pretext, _pseudo_labels, _shared
-from ssljax.methods.base import DatasetUpdate, Method, StepOutput
+from ssljax import _common, models, pretext
+from ssljax.methods import _pseudo_labels, _shared
+from ssljax.methods.base import Method
 from ssljax.state import kmeans
 
 SUPER_CLASSIFIER = "super_classifier"
 SUB_CLASSIFIER = "sub_classifier"
 
-
-def default_config() -> ml_collections.ConfigDict:
-  """DeeperCluster's hyper-parameters (the paper's YFCC100M run)."""
-  return ml_collections.ConfigDict(dict(
-      name="deepercluster", backbone="resnet50", backbone_kwargs={},
-      augment=_pretext.light_augment(), proj_hidden_dim=4096, proj_dim=4096,
-      num_clusters=320000, num_super_clusters=4, pca_dim=4096,
-      kmeans_iters=10, reassign_epochs=3.0))
-
-
-def _check(config, fn: str) -> None:
-  _pseudo_labels.check_config(config, fn, counts={
-      "num_super_clusters": 1, "pca_dim": 1, "kmeans_iters": 0})
-  method = config.method
-  if method.num_clusters % method.num_super_clusters:
-    raise ValueError(
-        f"{fn}: `config.method.num_clusters` ({method.num_clusters}) must be "
-        f"a multiple of `config.method.num_super_clusters`, got "
-        f"{method.num_super_clusters}.")
+# The official run: the YFCC100M images it could download, and its global
+# batch (48 images on each of 64 processes).
+YFCC100M_IMAGES = 95_920_149
+OFFICIAL_BATCH = 48 * 64
 
 
 def hierarchical_kmeans(x: jax.Array, num_clusters: int,
@@ -250,78 +232,83 @@ def hierarchical_loss(super_logits: jax.Array, sub_logits: jax.Array,
           + _pseudo_labels.cross_entropy(own, sub_class, weights))
 
 
-def init(config, rng, images):
-  _check(config, "deepercluster.init")
-  method = config.method
-  net_rng, super_rng, sub_rng = jax.random.split(rng, 3)
-  params, model_state, _ = _shared.init(config, net_rng, images,
-                                        _pseudo_labels.mlp_network(config))
-  num_super_classes = pretext.NUM_ROTATIONS * method.num_super_clusters
-  params[SUPER_CLASSIFIER] = _pseudo_labels.init_heads(
-      super_rng, num_heads=1, in_dim=method.proj_dim,
-      num_classes=num_super_classes, std=None)
-  params[SUB_CLASSIFIER] = _pseudo_labels.init_heads(
-      sub_rng, num_heads=num_super_classes, in_dim=method.proj_dim,
-      num_classes=method.num_clusters // method.num_super_clusters,
-      std=None)
-  return params, model_state, _pseudo_labels.init_state(config, 1,
-                                                        weighted=True)
+def deepercluster(*, backbone: str | models.Model = "resnet50",
+                  backbone_kwargs: Mapping | None = None,
+                  augment: Mapping = _pseudo_labels.CROP_AND_FLIP,
+                  dtype: str = "float32", proj_hidden_dim: int = 4096,
+                  proj_dim: int = 4096, num_clusters: int = 320000,
+                  num_super_clusters: int = 4, pca_dim: int = 4096,
+                  kmeans_iters: int = 10,
+                  reassign_every: int = 3 * (YFCC100M_IMAGES
+                                             // OFFICIAL_BATCH),
+                  num_examples: int = YFCC100M_IMAGES,
+                  sobel: bool = True) -> Method:
+  """DeeperCluster (see the module docstring).
 
+  Args:
+    backbone, backbone_kwargs, dtype: as `methods.simclr`.
+    augment: the recipe whose first view each step rotates and trains on
+      (default: a random resized crop and a flip).
+    proj_hidden_dim, proj_dim: the MLP head, whose output is clustered.
+    num_clusters: k, all sub-clusters together.
+    num_super_clusters: m, a divisor of k (4m super-classes).
+    pca_dim: dimensions kept by the PCA-whitening before k-means.
+    kmeans_iters: Lloyd iterations of each level.
+    reassign_every: steps between two clusterings (3 epochs officially).
+    num_examples: training examples N (rows of the per-example labels).
+    sobel: put the fixed Sobel layer in front of the backbone (official).
+  """
+  fn = "deepercluster"
+  setup, model = _pseudo_labels.kmeans_network(
+      fn, backbone=backbone, backbone_kwargs=backbone_kwargs,
+      augment=augment, dtype=dtype, sobel=sobel,
+      proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
+      num_clusters=num_clusters, num_examples=num_examples, pca_dim=pca_dim,
+      kmeans_iters=kmeans_iters, reassign_every=reassign_every)
+  _common.check_count(num_super_clusters, "num_super_clusters", fn,
+                      minimum=1)
+  if num_clusters % num_super_clusters:
+    raise ValueError(f"{fn}: `num_clusters` ({num_clusters}) must be a "
+                     f"multiple of `num_super_clusters`, got "
+                     f"{num_super_clusters}.")
+  num_super_classes = pretext.NUM_ROTATIONS * num_super_clusters
 
-def loss(config, params, model_state, method_state, batch, rng, step):
-  del step  # The targets change only at the clusterings.
-  method = config.method
-  labels, weights = _pseudo_labels.batch_labels(method_state, batch,
-                                                "deepercluster.loss")
-  images, _ = _shared.split_batch(batch)
-  view_rng, rotation_rng = jax.random.split(rng)
-  rotated, rotations = pretext.random_rotation(
-      rotation_rng, _pretext.view(config, view_rng, images))
-  outputs, model_state = _pseudo_labels.mlp_network(config).apply(
-      _pseudo_labels.network_params(params), model_state,
-      _pretext.normalize(config, rotated), train=True)
-  hidden = jax.nn.relu(outputs["projection"])
-  super_class, sub_class = hierarchical_targets(
-      labels[0], rotations, num_clusters=method.num_clusters,
-      num_super_clusters=method.num_super_clusters)
-  super_logits = _pseudo_labels.apply_heads(params[SUPER_CLASSIFIER],
-                                            hidden)[0]
-  sub_logits = _pseudo_labels.apply_heads(params[SUB_CLASSIFIER], hidden)
-  value = hierarchical_loss(super_logits, sub_logits, super_class, sub_class,
-                            weights)
-  metrics = {"super_class_accuracy": _pseudo_labels.accuracy(super_logits,
-                                                              super_class)}
-  # The collapse monitors see the features of the rotated views.
-  return value, StepOutput(
-      model_state=model_state, metrics=metrics, update={},
-      embeddings=jax.lax.stop_gradient(outputs["features"]))
+  def loss(params, model_state, labels, weights, batch, rng):
+    view_rng, rotation_rng = jax.random.split(rng)
+    view, = _pseudo_labels.one_view(setup, view_rng, batch)
+    rotated, rotations = pretext.random_rotation(rotation_rng, view)
+    outputs, model_state = _shared.forward(
+        model, _pseudo_labels.network_params(params), model_state,
+        (rotated,), joint=False)
+    hidden = jax.nn.relu(outputs["projection"][0])
+    super_class, sub_class = hierarchical_targets(
+        labels[0], rotations, num_clusters=num_clusters,
+        num_super_clusters=num_super_clusters)
+    super_logits = _pseudo_labels.apply_heads(params[SUPER_CLASSIFIER],
+                                              hidden)[0]
+    sub_logits = _pseudo_labels.apply_heads(params[SUB_CLASSIFIER], hidden)
+    value = hierarchical_loss(super_logits, sub_logits, super_class,
+                              sub_class, weights)
+    # The collapse monitors see the features of the rotated views.
+    return value, _shared.step_output(
+        _shared.Online((rotated,), outputs, model_state),
+        {"super_class_accuracy": _pseudo_labels.accuracy(super_logits,
+                                                          super_class)})
 
+  def cluster(x, key):
+    return hierarchical_kmeans(x, num_clusters, num_super_clusters,
+                               iterations=kmeans_iters, key=key), {}
 
-def update(config, params, model_state, method_state, features, rng, step):
-  """`DatasetUpdate.update`: `hierarchical_kmeans` of the whitened
-  features, new labels and weights, fresh classifiers; logs NMI and cluster
-  sizes."""
-  del model_state, step  # The clustering sees only the features.
-  fn = "deepercluster.update"
-  _check(config, fn)
-  _pseudo_labels.check_features(config, features, fn)
-  method = config.method
-  cluster_rng, head_rng = jax.random.split(rng)
-  labels = hierarchical_kmeans(
-      _pseudo_labels.preprocess_features(features, method.pca_dim),
-      method.num_clusters, method.num_super_clusters,
-      iterations=method.kmeans_iters, key=cluster_rng)
-  return _pseudo_labels.relabel(
-      params, method_state, labels, method.num_clusters, head_rng,
-      heads=(SUPER_CLASSIFIER, SUB_CLASSIFIER), head_std=None,
-      num_groups=method.num_super_clusters)
-
-
-METHOD = Method(
-    name="deepercluster", init=init, loss=loss,
-    post_update=_pretext.keep_state, encode=_shared.encode,
-    default_config=default_config,
-    dataset_update=DatasetUpdate(
-        every=_pseudo_labels.every,
-        features=_pseudo_labels.projection_features, update=update,
-        reset=(SUPER_CLASSIFIER, SUB_CLASSIFIER)))
+  # With one super-cluster the super-classes are the rotations: the
+  # official code keeps that layer (and its optimizer) across clusterings.
+  reset = ((SUB_CLASSIFIER,) if num_super_clusters == 1
+           else (SUPER_CLASSIFIER, SUB_CLASSIFIER))
+  return _pseudo_labels.kmeans_method(
+      fn, setup, model,
+      heads={SUPER_CLASSIFIER: (1, num_super_classes),
+             SUB_CLASSIFIER: (num_super_classes,
+                              num_clusters // num_super_clusters)},
+      head_dim=proj_dim, head_std=None, reset=reset, loss=loss,
+      cluster=cluster, num_clusters=num_clusters,
+      num_groups=num_super_clusters, pca_dim=pca_dim,
+      num_examples=num_examples, every=reassign_every)

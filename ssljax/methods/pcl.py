@@ -4,12 +4,13 @@ Li, Zhou, Xiong & Hoi, "Prototypical Contrastive Learning of Unsupervised
 Representations", ICLR 2021 (PCL v2: MoCo v2's MLP head and augmentation),
 and the official salesforce/PCL `main_pcl.py` and `pcl/builder.py`.
 
-PCL is expectation-maximisation on top of MoCo v2. E-step, once per epoch
-(`DatasetUpdate`, every `train_size // batch_size` steps): the momentum
-encoder embeds the whole train split in eval mode, v'_i = normalize(g'(x_i)),
-and for each of M granularities C_m (`num_clusters`, ImageNet: 25k, 50k,
-100k) k-means gives every example a cluster s_m(i), centroids c^m_j and a
-concentration per cluster (Eq. 12 as the official code estimates it, see
+PCL is expectation-maximisation on top of MoCo v2 (`methods.moco_v2`,
+whose state and head it reuses). E-step, every `cluster_every` steps (one
+epoch officially, `DatasetUpdate`): the momentum encoder embeds the whole
+train split in eval mode, v'_i = normalize(g'(x_i)), and for each of M
+granularities C_m (`num_clusters`, ImageNet: 25k, 50k, 100k) k-means gives
+every example a cluster s_m(i), centroids c^m_j and a concentration per
+cluster (Eq. 12 as the official code estimates it, see
 `ssljax.losses.pcl_concentration`):
 
     φ^m_j = (Σ_{i∈j} ||v'_i − c^m_j|| / Z_j) / log(Z_j + α),  α = 10,
@@ -20,15 +21,17 @@ with q = normalize(g(view 1)) the query and k = normalize(g'(view 2)) the key
 of example b (`batch["index"]` gives its row i in the dataset):
 
     loss = InfoNCE(q, k, queue; τ)
-           + [t >= warm-up] · 1/M Σ_m −log(exp(q·ĉ^m_s / φ^m_s)
-                                           / Σ_j exp(q·ĉ^m_j / φ^m_j)),
+           + [clustered] · 1/M Σ_m −log(exp(q·ĉ^m_s / φ^m_s)
+                                       / Σ_j exp(q·ĉ^m_j / φ^m_j)),
 
 s = s_m(i), i.e. `ssljax.losses.moco` plus `ssljax.losses.proto_nce`
-(Eq. 11, ProtoNCE). The prototype term is off for the first
-`warmup_epochs` epochs (the official 20 of 200), during which the dataset
-pass skips k-means and the state keeps its placeholders. The keys are
-enqueued FIFO after the step; the momentum encoder is the EMA
-θ' ← m·θ' + (1 − m)·θ (PCL's m = 0.999 by default).
+(Eq. 11, ProtoNCE). The dataset passes before `warmup_steps` (the official
+20 epochs of 200) skip k-means; the prototype term is on from the first
+clustering (`PCLState.clustered`), as the official code's epochs >= the
+warm-up, which start with one. The keys are enqueued FIFO after the step;
+the momentum encoder is the EMA θ' ← m·θ' + (1 − m)·θ (m = 0.999). Query
+and key each go through their network in their own call (BatchNorm per
+view, as the official code's two encoders).
 
 Followed from the official code rather than the paper: the concentration's
 clamping and rescaling (the paper gives only Eq. 12); faiss k-means as
@@ -37,10 +40,11 @@ initialised with k random rows (`seeding="random"`), 20 iterations, the best
 of `kmeans_redo` = 5 runs by inertia, empty clusters re-seeded by splitting,
 distances for φ measured to the raw centroids, which are normalised only
 afterwards; one InfoNCE direction (query of view 1, key of view 2, as
-`builder.py`; ssljax's `moco_v2` symmetrises) and one temperature τ for
-InfoNCE and the concentrations' mean.
+`builder.py`) and one temperature τ for InfoNCE and the concentrations'
+mean. The optimizer (SGD over every parameter, learning rate 0.03, weight
+decay 1e-4, cosine) is in `configs/pcl.py`.
 
-Not followed, and why:
+Not followed, and why (docs/fidelity.md):
   * ProtoNCE's denominator: the official code contrasts each query with the
     batch's B positive prototypes (repeats included) and r = 16384
     prototypes sampled from the others; `proto_nce` uses every prototype
@@ -53,26 +57,24 @@ Not followed, and why:
   * faiss seeds clustering m with the integer m every epoch; here each
     clustering draws from the key the training loop passes (`fold_in(rng,
     m)`), so epochs differ in their initialisation.
-  * No shuffling BatchNorm (see `moco_v2`): under `jax.jit` BatchNorm
-    statistics are global over the batch.
+  * BatchNorm statistics are global over the batch by default; the
+    official per-GPU statistics with the keys' shuffling BatchNorm are
+    `bn_groups` (as `methods.moco_v2`; the ImageNet config sets 8).
   * The official embeddings for clustering come from a resize-and-center-
     crop of each image; here from the image as the input pipeline stores it
     (normalised, no crop), like `encode`.
 
 Example:
-  >>> import jax, jax.numpy as jnp, ml_collections
-  >>> from ssljax.methods import pcl
-  >>> config = ml_collections.ConfigDict(dict(
-  ...     total_steps=10, batch_size=4, dataset=dict(train_size=8),
-  ...     method=pcl.default_config()))
-  >>> config.method.update(backbone="tiny_cnn", proj_hidden_dim=16, proj_dim=8,
-  ...                      queue_size=16, num_clusters=(2, 3), warmup_epochs=1)
+  >>> import jax, jax.numpy as jnp
+  >>> from ssljax import methods
+  >>> method = methods.pcl(backbone="tiny_cnn", proj_hidden_dim=16,
+  ...                      proj_dim=8, queue_size=16, num_clusters=(2, 3),
+  ...                      num_examples=8)
   >>> images = jnp.zeros((4, 16, 16, 1), jnp.uint8)
-  >>> _, _, state = pcl.init(config, jax.random.key(0), images)
-  >>> print([c.prototypes.shape for c in state.clusterings])
-  [(2, 8), (3, 8)]
-  >>> print(pcl.every(config), pcl.warmup_steps(config))  # in steps
-  2 2
+  >>> _, _, state = method.init(jax.random.key(0), images)
+  >>> print([c.prototypes.shape for c in state.clusterings],
+  ...       bool(state.clustered))
+  [(2, 8), (3, 8)] False
 """
 
 from __future__ import annotations
@@ -84,18 +86,15 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from ssljax import _common
-from ssljax.data import augment
-from ssljax.losses import clustering as clustering_losses
-from ssljax.losses import contrastive
-from ssljax.methods import _pretext, _shared, moco_v2
-from ssljax.methods.base import DatasetUpdate, Method
-from ssljax.state import _kmeans
-from ssljax.state import queue as queue_lib
+from ssljax import _common, losses, models
+from ssljax.methods import _pseudo_labels, _registry, _shared
+from ssljax.methods.moco_v2 import MoCoState, grouped, moco_head, moco_v2
+from ssljax.methods.base import DatasetUpdate, Method, Schedule
+from ssljax.state import KMEANS_SEEDINGS, kmeans
 
-_FN = "pcl"
+# PCL v2's views are MoCo v2's (`--aug-plus`).
+MOCO_V2_AUGMENT = _registry.parameters(moco_v2)["augment"].default
 
 
 class Clustering(NamedTuple):
@@ -112,71 +111,28 @@ class Clustering(NamedTuple):
 
 
 class PCLState(NamedTuple):
-  """PCL's `method_state`: MoCo's momentum encoder and queue, and one
-  `Clustering` per entry of `config.method.num_clusters`."""
-  target: _shared.Target
-  queue: queue_lib.QueueState
+  """PCL's `method_state`.
+
+  Attributes:
+    moco: MoCo's momentum encoder and queue of keys.
+    clusterings: one `Clustering` per entry of `num_clusters`.
+    clustered: bool scalar, True once a clustering replaced the
+      placeholders (the ProtoNCE term is on).
+  """
+  moco: MoCoState
   clusterings: tuple[Clustering, ...]
+  clustered: jax.Array
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """PCL v2's hyper-parameters (the official ImageNet recipe)."""
-  return ml_collections.ConfigDict(dict(
-      name="pcl", backbone="resnet50", backbone_kwargs={},
-      augment=moco_v2.default_config().augment,
-      proj_hidden_dim=2048, proj_dim=128, temperature=0.2, queue_size=16384,
-      base_momentum=0.999, final_momentum=0.999,
-      num_clusters=(25000, 50000, 100000), warmup_epochs=20, alpha=10.0,
-      kmeans_iterations=20, kmeans_redo=5, kmeans_seeding="random"))
-
-
-# ---------------------------------------------------------------- config ---
-
-
-def every(config) -> int:
-  """Steps between two dataset passes: one epoch, train_size // batch_size."""
-  steps = config.dataset.train_size // config.batch_size
-  if steps < 1:
-    raise ValueError(
-        f"{_FN}: `config.batch_size` ({config.batch_size}) must be <= "
-        f"`config.dataset.train_size` ({config.dataset.train_size}): one "
-        f"epoch must hold at least one step.")
-  return steps
-
-
-def warmup_steps(config) -> int:
-  """First step with the ProtoNCE term: `warmup_epochs` × `every(config)`."""
-  return config.method.warmup_epochs * every(config)
-
-
-def check_config(config) -> None:
-  """Raises ValueError naming the key of an invalid PCL setting."""
-  method, size = config.method, config.dataset.train_size
-  every(config)
-  counts = method.num_clusters
-  if not (isinstance(counts, Sequence) and counts and all(
+def check_num_clusters(num_clusters, num_examples: int, fn: str) -> None:
+  """A non-empty tuple of ints in [1, num_examples); else ValueError."""
+  # C < N leaves some cluster two members, which the concentration needs.
+  if not (isinstance(num_clusters, Sequence) and num_clusters and all(
       isinstance(c, numbers.Integral) and not isinstance(c, bool)
-      and 1 <= c < size for c in counts)):
-    # C < N leaves some cluster two members, which the concentration needs.
+      and 1 <= c < num_examples for c in num_clusters)):
     raise ValueError(
-        f"{_FN}: `config.method.num_clusters` must be a non-empty tuple of "
-        f"ints in [1, train_size) = [1, {size}), got {counts!r}.")
-  _common.check_count(method.warmup_epochs, "config.method.warmup_epochs",
-                      _FN)
-  _common.check_count(method.kmeans_iterations,
-                      "config.method.kmeans_iterations", _FN, minimum=1)
-  _common.check_count(method.kmeans_redo, "config.method.kmeans_redo", _FN,
-                      minimum=1)
-  if method.kmeans_seeding not in _kmeans.SEEDINGS:
-    raise ValueError(
-        f"{_FN}: `config.method.kmeans_seeding` must be one of "
-        f"{_kmeans.SEEDINGS}, got {method.kmeans_seeding!r}.")
-  _common.check_non_negative(method.alpha, "config.method.alpha", _FN)
-  _common.check_positive(method.temperature, "config.method.temperature",
-                         _FN)
-
-
-# ------------------------------------------------------------- E-step ---
+        f"{fn}: `num_clusters` must be a non-empty tuple of ints in [1, "
+        f"num_examples) = [1, {num_examples}), got {num_clusters!r}.")
 
 
 def cluster(features: jax.Array, num_clusters: int, *, key: jax.Array,
@@ -227,164 +183,184 @@ def cluster(features: jax.Array, num_clusters: int, *, key: jax.Array,
   _common.check_rank(features, 2, "features", fn)
   _common.check_count(redo, "redo", fn, minimum=1)
   features = _common.to_compute(jax.lax.stop_gradient(features))
-  run = functools.partial(_kmeans.kmeans, features, num_clusters,
+  run = functools.partial(kmeans, features, num_clusters,
                           iterations=iterations, seeding=seeding)
   # One run at a time: N × D rows are shared, but each run's distances and
   # assignments would be held `redo` times under a vmap.
   runs = jax.lax.map(lambda k: run(key=k), jax.random.split(key, redo))
   best = jax.tree.map(lambda x: x[jnp.argmin(runs.inertia)], runs)
-  concentration = clustering_losses.pcl_concentration(
+  concentration = losses.pcl_concentration(
       features, best.assignments, best.centroids, alpha=alpha,
       temperature=temperature)
   return Clustering(best.assignments, _common.l2_normalize(best.centroids),
                     concentration)
 
 
-def momentum_features(config, params, model_state, method_state: PCLState,
-                      images) -> jax.Array:
-  """[B, D] float32 l2-normalised embeddings of the momentum encoder
-  (backbone and head, eval mode) of uint8 images, PCL's clustered features."""
-  del params, model_state  # The official code clusters momentum features.
-  images, _ = _shared.split_batch(images)
-  # `encode`'s input: the dataset's mean and std, no augmentation.
-  x = _pretext.normalize(config, augment.to_float(images))
-  target = method_state.target
-  out, _ = network(config).apply(target.params, target.model_state, x,
-                                 train=False)
-  return _common.l2_normalize(
-      _common.to_compute(out["projection"])).astype(jnp.float32)
+def pcl(*, backbone: str | models.Model = "resnet50",
+        backbone_kwargs: Mapping | None = None,
+        augment: Mapping = MOCO_V2_AUGMENT, dtype: str = "float32",
+        proj_hidden_dim: int = 2048, proj_dim: int = 128,
+        temperature: float = 0.2, queue_size: int = 16384,
+        momentum: Schedule = 0.999,
+        num_clusters: tuple[int, ...] = (25000, 50000, 100000),
+        warmup_steps: int = 20 * _pseudo_labels.IMAGENET_EPOCH_STEPS,
+        cluster_every: int = _pseudo_labels.IMAGENET_EPOCH_STEPS,
+        alpha: float = 10.0, kmeans_iterations: int = 20,
+        kmeans_redo: int = 5, kmeans_seeding: str = "random",
+        num_examples: int = _pseudo_labels.IMAGENET_TRAIN_SIZE,
+        bn_groups: int = 1) -> Method:
+  """PCL (see the module docstring).
 
-
-def update(config, params, model_state, method_state: PCLState,
-           features: jax.Array, rng: jax.Array, step):
-  """PCL's E-step over the train split's [N, D] embeddings `features`.
-
-  From `warmup_steps(config)` on, clustering m of `method_state` becomes
-  `cluster(features, num_clusters[m], key=fold_in(rng, m), ...)`; before,
-  k-means is skipped and the clusterings stay as they are. Parameters are
-  returned unchanged. Metrics: "clustered" (1 when k-means ran) and, per
-  clustering m, "concentration_mean_m" (τ by construction once clustered),
-  "concentration_std_m" and "empty_clusters_m".
+  Args:
+    backbone, backbone_kwargs, dtype: as `methods.simclr`.
+    augment: the views' recipe; its first view is the query, its second
+      the key.
+    proj_hidden_dim, proj_dim: MoCo v2's Linear-ReLU-Linear head.
+    temperature: τ of InfoNCE and the concentrations' mean.
+    queue_size: r, the number of queued negatives.
+    momentum: the key encoder's EMA momentum m(step).
+    num_clusters: C_m of each clustering, each < num_examples.
+    warmup_steps: the dataset passes before this step skip k-means.
+    cluster_every: steps between two dataset passes (one epoch).
+    alpha: smoothing α of the concentration.
+    kmeans_iterations, kmeans_redo, kmeans_seeding: of each clustering
+      (`cluster`).
+    num_examples: training examples N (rows of the per-example labels).
+    bn_groups: BatchNorm statistics over this many slices of each view, the
+      keys' after shuffling (the official per-GPU shuffling BatchNorm, as
+      `methods.moco_v2`); 1: global.
   """
-  del model_state
-  check_config(config)
-  method = config.method
-  shape = (config.dataset.train_size, method.proj_dim)
-  if jnp.shape(features) != shape:
-    raise ValueError(
-        f"pcl.update: `features` must have shape [train_size, proj_dim] = "
-        f"{list(shape)}, got {jnp.shape(features)}.")
-  features = jnp.asarray(features, jnp.float32)
+  fn = "pcl"
+  _common.check_count(num_examples, "num_examples", fn, minimum=1)
+  check_num_clusters(num_clusters, num_examples, fn)
+  _common.check_count(warmup_steps, "warmup_steps", fn)
+  _common.check_count(cluster_every, "cluster_every", fn, minimum=1)
+  _common.check_count(kmeans_iterations, "kmeans_iterations", fn, minimum=1)
+  _common.check_count(kmeans_redo, "kmeans_redo", fn, minimum=1)
+  if kmeans_seeding not in KMEANS_SEEDINGS:
+    raise ValueError(f"{fn}: `kmeans_seeding` must be one of "
+                     f"{KMEANS_SEEDINGS}, got {kmeans_seeding!r}.")
+  _common.check_non_negative(alpha, "alpha", fn)
+  _common.check_positive(temperature, "temperature", fn)
+  setup = _shared.setup(backbone, backbone_kwargs, augment, dtype)
+  if len(setup.views.specs(32)) < 2:
+    raise ValueError(f"{fn}: `augment` must make 2 views (query and key), "
+                     f"got preset {augment['preset']!r}.")
+  model = models.compose(setup.backbone, projector=moco_head(
+      proj_hidden_dim, proj_dim, setup.kw))
+  # MoCo v2's state, its initialisation and its advance after each step.
+  moco = moco_v2(
+      backbone=setup.backbone, augment=augment, dtype=dtype,
+      proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
+      temperature=temperature, queue_size=queue_size, momentum=momentum,
+      bn_groups=bn_groups)
+  recluster = functools.partial(
+      cluster, iterations=kmeans_iterations, redo=kmeans_redo,
+      seeding=kmeans_seeding, alpha=alpha, temperature=temperature)
 
-  def recluster():
-    return tuple(
-        cluster(features, c, key=jax.random.fold_in(rng, m),
-                iterations=method.kmeans_iterations, redo=method.kmeans_redo,
-                seeding=method.kmeans_seeding, alpha=method.alpha,
-                temperature=method.temperature)
-        for m, c in enumerate(method.num_clusters))
+  def init(rng, batch):
+    """MoCo's networks, target and queue, and placeholder clusterings
+    (labels 0, zero prototypes, φ = τ) that the first clustering
+    replaces."""
+    params, model_state, moco_state = moco.init(rng, batch)
+    clusterings = tuple(
+        Clustering(jnp.zeros((num_examples,), jnp.int32),
+                   jnp.zeros((c, proj_dim), jnp.float32),
+                   jnp.full((c,), temperature, jnp.float32))
+        for c in num_clusters)
+    return params, model_state, PCLState(moco_state, clusterings,
+                                         jnp.zeros((), bool))
 
-  clustered = jnp.asarray(step) >= warmup_steps(config)
-  # A cond, not a where: k-means of the whole split is the pass's main cost.
-  clusterings = jax.lax.cond(clustered, recluster,
-                             lambda: method_state.clusterings)
-  metrics = {"clustered": clustered.astype(jnp.float32)}
-  for m, c in enumerate(clusterings):
-    sizes = jax.ops.segment_sum(jnp.ones_like(c.labels), c.labels,
-                                num_segments=c.prototypes.shape[0])
-    metrics[f"concentration_mean_{m}"] = jnp.mean(c.concentration)
-    metrics[f"concentration_std_{m}"] = jnp.std(c.concentration)
-    metrics[f"empty_clusters_{m}"] = jnp.sum(sizes == 0).astype(jnp.float32)
-  return params, method_state._replace(clusterings=clusterings), metrics
+  def loss(params, model_state, method_state, batch, rng, step):
+    """InfoNCE of the query (view 1) against its key (view 2) and the
+    queue, plus once clustered the ProtoNCE term of the query with the
+    labels of rows `batch["index"]`; metrics "info_nce" and "proto_nce"
+    (0 before the first clustering) are the two terms."""
+    index = _shared.index_of(batch, "pcl.loss")
+    shuffle = None
+    if bn_groups > 1:
+      rng, shuffle = jax.random.split(rng)
+    views = setup.views.make(rng, batch, count=2)
+    # As `builder.py`: only the query view goes through the online network
+    # and only the key view through the momentum one.
+    queries, model_state = _shared.forward(
+        grouped(model, bn_groups), params, model_state, views[:1],
+        joint=False)
+    keys, target_state = _shared.target_forward(
+        grouped(model, bn_groups, shuffle), method_state.moco.target,
+        views[1:], joint=False)
+    query = queries["projection"][0]
+    key = _common.l2_normalize(keys["projection"][0])
+    info_nce = losses.moco(query, key, method_state.moco.queue.buffer,
+                           temperature=temperature)
+    clusterings = method_state.clusterings
+    proto = losses.proto_nce(
+        query, [c.prototypes for c in clusterings],
+        [c.labels[index] for c in clusterings],
+        [c.concentration for c in clusterings])
+    # The placeholders give a finite term, so its zero gradient before the
+    # first clustering is not NaN · 0.
+    proto = jnp.where(method_state.clustered, proto, 0.0)
+    return info_nce + proto, _shared.step_output(
+        _shared.Online(views, queries, model_state),
+        {"info_nce": info_nce, "proto_nce": proto,
+         "momentum": _shared.at(momentum, step)},
+        (target_state, key))
 
+  def post_update(params, method_state, update, step):
+    """MoCo's EMA of the target and queue push; the clusterings change only
+    in the dataset passes."""
+    params, moco_state = moco.post_update(params, method_state.moco, update,
+                                          step)
+    return params, method_state._replace(moco=moco_state)
 
-# ------------------------------------------------------------- M-step ---
+  def momentum_features(params, model_state, method_state, images):
+    """[B, proj_dim] float32 l2-normalised embeddings of the momentum
+    encoder (eval mode) of the normalised, un-augmented images."""
+    del params, model_state  # The official code clusters momentum features.
+    target = method_state.moco.target
+    out, _ = model.apply(target.params, target.model_state,
+                         setup.views.normalize(_shared.first_image(images)),
+                         train=False)
+    return _common.l2_normalize(
+        _common.to_compute(out["projection"])).astype(jnp.float32)
 
+  def update(params, model_state, method_state, features, rng, step):
+    """PCL's E-step over the train split's [N, proj_dim] `features`.
 
-def network(config):
-  """Backbone and MoCo v2's Linear-ReLU-Linear head (PCL v2's `--mlp`)."""
-  return moco_v2.network(config)
+    From `warmup_steps` on, clustering m becomes `cluster(features,
+    num_clusters[m], key=fold_in(rng, m), ...)`; before, k-means is skipped
+    and the clusterings stay as they are. Metrics: "clustered" (1 when
+    k-means ran) and, per clustering m, "concentration_mean_m" (τ by
+    construction once clustered), "concentration_std_m" and
+    "empty_clusters_m"."""
+    del model_state
+    shape = (num_examples, proj_dim)
+    if jnp.shape(features) != shape:
+      raise ValueError(
+          f"pcl.update: `features` must have shape [num_examples, proj_dim] "
+          f"= {list(shape)}, got {jnp.shape(features)}.")
+    features = jnp.asarray(features, jnp.float32)
+    clustered = jnp.asarray(step) >= warmup_steps
+    # A cond, not a where: k-means of the whole split is the pass's cost.
+    clusterings = jax.lax.cond(
+        clustered,
+        lambda: tuple(recluster(features, c, key=jax.random.fold_in(rng, m))
+                      for m, c in enumerate(num_clusters)),
+        lambda: method_state.clusterings)
+    metrics = {"clustered": clustered.astype(jnp.float32)}
+    for m, c in enumerate(clusterings):
+      sizes = jax.ops.segment_sum(jnp.ones_like(c.labels), c.labels,
+                                  num_segments=c.prototypes.shape[0])
+      metrics[f"concentration_mean_{m}"] = jnp.mean(c.concentration)
+      metrics[f"concentration_std_{m}"] = jnp.std(c.concentration)
+      metrics[f"empty_clusters_{m}"] = jnp.sum(sizes == 0).astype(
+          jnp.float32)
+    return params, PCLState(method_state.moco, clusterings,
+                            method_state.clustered | clustered), metrics
 
-
-def init(config, rng, images):
-  """MoCo's networks, EMA target and queue of `queue_size` keys, and
-  placeholder clusterings (labels 0, zero prototypes, φ = τ) that the first
-  `update` replaces; the ProtoNCE term ignores them during the warm-up."""
-  check_config(config)
-  method = config.method
-  params, model_state, base = _shared.init(
-      config, rng, images, network(config),
-      target_parts=_shared.TARGET_PARTS, queue_size=method.queue_size,
-      queue_width=method.proj_dim)
-  clusterings = tuple(
-      Clustering(jnp.zeros((config.dataset.train_size,), jnp.int32),
-                 jnp.zeros((c, method.proj_dim), jnp.float32),
-                 jnp.full((c,), method.temperature, jnp.float32))
-      for c in method.num_clusters)
-  return params, model_state, PCLState(base.target, base.queue, clusterings)
-
-
-def _index(batch) -> jax.Array:
-  if not (isinstance(batch, Mapping) and "index" in batch):
-    raise ValueError(
-        f"{_FN}.loss: the batch must be a dict carrying \"index\" (int32 "
-        f"[B], each example's row of the train split) beside \"image\".")
-  return batch["index"]
-
-
-def loss(config, params, model_state, method_state: PCLState, batch, rng,
-         step):
-  """InfoNCE of the query (view 1) against its key (view 2) and the queue,
-  plus from `warmup_steps(config)` on the ProtoNCE term of the query with
-  the labels of rows `batch["index"]`; metrics "info_nce" and "proto_nce"
-  (0 during the warm-up) are the two terms."""
-  method = config.method
-  model = network(config)
-  images, _ = _shared.split_batch(batch)
-  views = _shared.make_views(config, rng, images)
-  if len(views) != 2:
-    raise ValueError(
-        f"{_FN}.loss: `config.method.augment.preset` must make 2 views "
-        f"(query and key), got {len(views)}.")
-  # As `builder.py`: only the query view goes through the online network
-  # and only the key view through the momentum one.
-  outputs, model_state = _shared.forward(model, params, model_state,
-                                         views[:1])
-  keys, target_state = _shared.target_forward(model, method_state.target,
-                                              views[1:])
-  query = outputs["projection"][0]
-  key = _common.l2_normalize(keys["projection"][0])
-  info_nce = contrastive.moco(query, key, method_state.queue.buffer,
-                              temperature=method.temperature)
-  index = _index(batch)
-  clusterings = method_state.clusterings
-  proto = clustering_losses.proto_nce(
-      query, [c.prototypes for c in clusterings],
-      [c.labels[index] for c in clusterings],
-      [c.concentration for c in clusterings])
-  # The placeholders give a finite proto term, so its zero gradient during
-  # the warm-up is not NaN · 0.
-  proto = jnp.where(step >= warmup_steps(config), proto, 0.0)
-  run = _shared.Online(views, outputs, model_state, None)
-  return info_nce + proto, _shared.momentum_output(
-      config, step, run, target_state,
-      metrics={"info_nce": info_nce, "proto_nce": proto},
-      update={"queue": key})
-
-
-def post_update(config, params, method_state: PCLState, update, step
-                ) -> PCLState:
-  """MoCo's EMA of the target and queue push; clusterings change only in
-  `update`."""
-  base = _shared.post_update(
-      config, params, _shared.MethodState(method_state.target,
-                                          method_state.queue),
-      update, step)
-  return method_state._replace(target=base.target, queue=base.queue)
-
-
-METHOD = Method(name="pcl", init=init, loss=loss, post_update=post_update,
-                encode=_shared.encode, default_config=default_config,
-                dataset_update=DatasetUpdate(every=every,
-                                             features=momentum_features,
-                                             update=update))
+  return Method(name=fn, init=init, loss=loss, post_update=post_update,
+                encode=_shared.encoder(setup), crops=setup.views.specs,
+                dataset_update=DatasetUpdate(
+                    every=cluster_every, features=momentum_features,
+                    update=update))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssljax._common import check_rank
+from ssljax.models.conv import Conv
 
 Dtype = Any
 
@@ -61,9 +62,9 @@ class ConvBN(nnx.Module):
                dtype: Optional[Dtype] = None, param_dtype: Dtype = jnp.float32,
                axis_name: Optional[str] = None, rngs: nnx.Rngs):
     pad = kernel_size // 2
-    self.conv = nnx.Conv(
-        in_features, out_features, (kernel_size, kernel_size),
-        strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+    self.conv = Conv(
+        in_features, out_features, kernel_size, strides=stride,
+        padding=((pad, pad), (pad, pad)),
         use_bias=False, kernel_init=he_normal, dtype=dtype,
         param_dtype=param_dtype, rngs=rngs)
     self.bn = batch_norm(out_features, zero_scale=zero_scale, dtype=dtype,

@@ -26,6 +26,7 @@ from flax import nnx
 from ssljax._common import check_positive
 from ssljax.models._layers import Dtype, batch_norm, check_last_dim
 from ssljax.models.adapters import from_builder
+from ssljax.models.conv import Conv, ConvTranspose
 from ssljax.models.base import Model
 
 # Side of the first feature map: the decoder doubles it until it covers the
@@ -60,13 +61,13 @@ class ConvDecoder(nnx.Module):
     self.width = width
     self.fc = nnx.Linear(in_dim, self.start[0] * self.start[1] * width, **kw)
     self.up = nnx.List([
-        nnx.ConvTranspose(width, width, (4, 4), strides=(2, 2),
-                          use_bias=False, **kw) for _ in range(self.steps)])
+        ConvTranspose(width, width, 4, strides=2, use_bias=False, **kw)
+        for _ in range(self.steps)])
     self.bn = nnx.List([
         batch_norm(width, dtype=dtype, param_dtype=param_dtype,
                    axis_name=axis_name, rngs=rngs)
         for _ in range(self.steps)])
-    self.out = nnx.Conv(width, channels, (3, 3), **kw)
+    self.out = Conv(width, channels, 3, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     check_last_dim(x, self.in_dim, 2, "ConvDecoder")

@@ -19,10 +19,14 @@ and scores the features with `ssljax.evaluate`:
                  is a monitor, not the standard linear evaluation
                  (`linear_top1` of `experiments/linear_eval.py`, trained on
                  augmented views; docs/evaluation.md).
+  knn_top1_10pct, probe_top1_10pct, knn_top1_1pct, probe_top1_1pct
+                 kNN and probe trained on 10% and 1% of the train labels,
+                 fixed stratified subsets (`few_label_scores`), with the
+                 probe.
 
 `evaluation_hook` runs it inside `train(...)` every `config.eval_every` steps
-(default: at every checkpoint) and at the last step, with the probe at the
-last step only.
+(default: at every checkpoint) and at the last step, with the probe and the
+few-label scores at the last step only.
 
 Encoding is data parallel like training: each process loads its slice of
 every global batch, the jitted encoder sees the global batch sharded over the
@@ -221,6 +225,47 @@ def score(features: Features, *, num_classes: int, linear: bool,
   return {k: float(v) for k, v in jax.device_get(scores).items()}
 
 
+# The semi-supervised settings of the SimCLR and BYOL papers: 1% and 10% of
+# the training labels (4 and 40 per class on mnist5k).
+FEW_LABEL_FRACTIONS = (0.01, 0.1)
+# The subsets are drawn once, with this seed, whatever the run's seed, so
+# that every method, every seed and the raw pixels see the same labels.
+FEW_LABEL_SEED = 0
+
+
+def few_label_scores(features: Features, *, num_classes: int, seed: int = 0,
+                     fractions=FEW_LABEL_FRACTIONS) -> dict[str, float]:
+  """kNN and fast-probe top-1 trained on a few labels of the train split.
+
+  For each fraction f, the train features are restricted to
+  `evaluate.class_balanced_subset(train_labels, f, seed=FEW_LABEL_SEED)`
+  (stratified, fixed, the same for every method) and scored as `score`
+  does; the test split is whole. Keys `knn_top1_<p>pct` and
+  `probe_top1_<p>pct`, p = 100·f.
+
+  Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat(np.arange(2), 100).astype(np.int32)
+    >>> x = (rng.normal(size=(200, 4)) + 4 * np.eye(4)[y]).astype(np.float32)
+    >>> scores = few_label_scores(Features(x, y, x, y), num_classes=2)
+    >>> print(sorted(scores))
+    ['knn_top1_10pct', 'knn_top1_1pct', 'probe_top1_10pct', 'probe_top1_1pct']
+  """
+  scores = {}
+  for fraction in fractions:
+    rows = evaluate.class_balanced_subset(
+        features.train_labels, fraction, num_classes=num_classes,
+        seed=FEW_LABEL_SEED)
+    subset = features._replace(train=features.train[rows],
+                               train_labels=features.train_labels[rows])
+    few = score(subset, num_classes=num_classes, linear=True, seed=seed)
+    suffix = f"_{100 * fraction:g}pct"
+    scores["knn_top1" + suffix] = few["knn_top1"]
+    scores["probe_top1" + suffix] = few["probe_top1"]
+  return scores
+
+
 def evaluate_state(config, state: TrainState, *, method=None, mesh=None,
                    encoder: Callable | None = None, linear: bool = True
                    ) -> dict[str, float]:
@@ -232,16 +277,22 @@ def evaluate_state(config, state: TrainState, *, method=None, mesh=None,
     method: the run's `Method`; default `ssljax.methods.build(config)`.
     mesh: the mesh to encode on; default `make_mesh(config)`.
     encoder: a `method_encoder` result to reuse (saves a compilation).
-    linear: whether to train the linear probe.
+    linear: whether to train the linear probe; then the few-label
+      scores (`few_label_scores`) come too.
 
   Returns:
-    The metrics of `score`.
+    The metrics of `score` (and `few_label_scores`).
   """
   method = methods.build(config) if method is None else method
   features = extract_features(config, method, state, mesh=mesh,
                               encoder=encoder)
-  return score(features, num_classes=dataset_info(config).num_classes,
-               linear=linear, seed=config.seed)
+  num_classes = dataset_info(config).num_classes
+  scores = score(features, num_classes=num_classes, linear=linear,
+                 seed=config.seed)
+  if linear:
+    scores.update(few_label_scores(features, num_classes=num_classes,
+                                   seed=config.seed))
+  return scores
 
 
 def eval_every(config) -> int:
