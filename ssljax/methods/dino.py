@@ -159,12 +159,9 @@ def dino(*, backbone: str | models.Model = "vit_small",
         center_lib.update(method_state.center, update.teacher_logits,
                           center_momentum))
 
-  def frozen(params, step):
-    return _shared.frozen_at(params, ("projector", models.DINO_LAST_LAYER),
-                             step < freeze_last_layer_steps)
-
   return Method(name="dino", init=init, loss=loss, post_update=post_update,
-                encode=_shared.encoder(setup, target=True), frozen=frozen,
+                encode=_shared.encoder(setup, target=True),
+                frozen=last_layer_frozen(freeze_last_layer_steps),
                 crops=setup.views.specs)
 
 
@@ -199,3 +196,14 @@ def _check(**values) -> None:
     _common.check_positive(values[name], name, "dino")
   for name in ("center_momentum", "momentum"):
     _common.check_in_range(values[name], 0.0, 1.0, name, "dino")
+
+
+def last_layer_frozen(steps: int):
+  """`Method.frozen` holding the head's last layer (`models.DINO_LAST_LAYER`)
+  still for the first `steps` steps, as DINO's `freeze_last_layer`."""
+
+  def frozen(params, step):
+    return _shared.frozen_at(params, ("projector", models.DINO_LAST_LAYER),
+                             step < steps)
+
+  return frozen

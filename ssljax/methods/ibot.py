@@ -72,7 +72,7 @@ import jax.numpy as jnp
 from ssljax import losses, models, state
 from ssljax.methods import _mim, _registry, _shared
 from ssljax.methods.base import Method, Schedule, StepOutput
-from ssljax.methods.dino import NUM_GLOBAL
+from ssljax.methods.dino import NUM_GLOBAL, last_layer_frozen
 from ssljax.state import center as center_lib
 
 CENTERINGS = ("centering", "sinkhorn_knopp")
@@ -271,12 +271,9 @@ def ibot(*, backbone: str = "vit_small",
         center_lib.update(method_state.patch_center, update.patch_mean,
                           patch_center_momentum))
 
-  def frozen(params, step):
-    return _shared.frozen_at(params, ("projector", models.DINO_LAST_LAYER),
-                             step < freeze_last_layer_steps)
-
   return Method(name="ibot", init=init, loss=loss, post_update=post_update,
-                encode=_shared.encoder(setup, target=True), frozen=frozen,
+                encode=_shared.encoder(setup, target=True),
+                frozen=last_layer_frozen(freeze_last_layer_steps),
                 crops=setup.views.specs)
 
 

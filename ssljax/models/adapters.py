@@ -66,7 +66,7 @@ def _nnx_model(skeleton: Callable, init: Callable, name: str) -> Model:
     name: model name used in error messages.
   """
 
-  def apply(params, model_state, x, *, train: bool):
+  def apply(params, model_state, x, *, train: bool, **call_kwargs):
     graphdef, want_params, want_state = skeleton(
         tuple(jnp.shape(x)), jnp.result_type(x))
     _check_tree(name, "params", params, want_params)
@@ -79,7 +79,7 @@ def _nnx_model(skeleton: Callable, init: Callable, name: str) -> Model:
       module.train()
     else:
       module.eval()
-    outputs = module(x)
+    outputs = module(x, **call_kwargs)
     if not train:
       return outputs, model_state
     return outputs, _split(module)[2]
@@ -93,8 +93,9 @@ def from_builder(build: Builder, *, name: str = "nnx_model") -> Model:
   NNX modules are built with concrete input sizes, which `init` reads from the
   example input: `build(rngs, x)` receives `x` as a `jax.ShapeDtypeStruct`
   (use only its shape and dtype). `apply` rebuilds the graph (abstractly, with
-  `nnx.eval_shape`, once per input shape) to merge the states into, and checks
-  that `params`/`model_state` match it.
+  `nnx.eval_shape`, once per input shape) to merge the states into, checks
+  that `params`/`model_state` match it, and hands its keyword arguments
+  besides `train` on to the module's call (a ViT's masks, `tokens`).
 
   Args:
     build: `build(rngs: nnx.Rngs, x: jax.ShapeDtypeStruct) -> nnx.Module`.

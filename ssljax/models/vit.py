@@ -42,8 +42,7 @@ I-JEPA predictor.
 
 from __future__ import annotations
 
-import functools
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +53,7 @@ from flax.nnx.nn.dtypes import promote_dtype
 from ssljax._common import check_in_range, check_positive, check_rank
 from ssljax.models._layers import (Dtype, check_last_dim, in_order,
                                    trunc_normal)
-from ssljax.models.adapters import _check_tree, _split, from_builder
+from ssljax.models.adapters import from_builder
 from ssljax.models.base import Model
 from ssljax.models.conv import Conv
 
@@ -415,37 +414,6 @@ def _check_config(fn: str, *, patch_size: int, image_size: int, depth: int,
   check_in_range(drop_path_rate, 0.0, 0.99, "drop_path_rate", fn)
 
 
-def _nnx_model(build: Callable, name: str) -> Model:
-  """A `Model` of the NNX module `build(rngs, x)` whose `apply` hands its
-  keyword arguments (masks, indices, `tokens`) on to the module's call.
-
-  `init` is `from_builder`'s; `apply` merges the states into the module's
-  graph (built abstractly once per input shape), as `from_builder` does.
-  """
-  init = from_builder(build, name=name).init
-
-  @functools.lru_cache(maxsize=None)
-  def skeleton(shape, dtype):
-    spec = jax.ShapeDtypeStruct(shape, dtype)
-    return _split(nnx.eval_shape(lambda: build(nnx.Rngs(0), spec)))
-
-  def apply(params, model_state, x, *, train: bool, **call_kwargs):
-    graphdef, want_params, want_state = skeleton(tuple(jnp.shape(x)),
-                                                 jnp.result_type(x))
-    _check_tree(name, "params", params, want_params)
-    _check_tree(name, "model_state", model_state, want_state)
-    module = nnx.merge(graphdef, *jax.tree.map(jnp.asarray,
-                                               (params, model_state)))
-    if train:
-      module.train()
-    else:
-      module.eval()
-    outputs = module(x, **call_kwargs)
-    return outputs, (_split(module)[2] if train else model_state)
-
-  return Model(init=init, apply=apply)
-
-
 def _vit(name: str, *, patch_size: int, image_size: int, depth: int,
          pool: str, pos_embed: str, mask_token: bool, drop_path_rate: float,
          remat: bool, dtype: Optional[Dtype], param_dtype: Dtype) -> Model:
@@ -463,7 +431,7 @@ def _vit(name: str, *, patch_size: int, image_size: int, depth: int,
         drop_path_rate=drop_path_rate, remat=remat, dtype=dtype,
         param_dtype=param_dtype, rngs=rngs)
 
-  return _nnx_model(build, name)
+  return from_builder(build, name=name)
 
 
 def vit_tiny(*, patch_size: int = 16, image_size: int = 224, depth: int = 12,
@@ -603,7 +571,7 @@ def token_predictor(in_dim: Optional[int], out_dim: int, *, dim: int,
                           remat=remat, dtype=dtype, param_dtype=param_dtype,
                           rngs=rngs)
 
-  return _nnx_model(build, name)
+  return from_builder(build, name=name)
 
 
 def layer_ids(params: dict) -> dict:
