@@ -121,7 +121,7 @@ def torch_step(name: str, workload: dict):
   grid = size // p
   n = grid * grid
 
-  def sincos(width):
+  def sincos(width, grid=grid):
     omega = 1.0 / 10000 ** (np.arange(width // 4) / (width / 4))
     rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
     enc = lambda q: np.concatenate(  # noqa: E731
@@ -142,15 +142,19 @@ def torch_step(name: str, workload: dict):
       self.embed = nn.Conv2d(channels, dim, p, p)
       self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
       self.mask = nn.Parameter(torch.zeros(1, 1, dim)) if mask_token else None
-      self.register_buffer("pos", sincos(dim))
+      self.pos = {}  # grid side -> embedding: local crops have their own
       self.blocks = blocks(dim, workload["depth"], heads)
       self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, x, keep=None, mask=None, pad=None):
-      t = self.embed(x).flatten(2).transpose(1, 2)
+      t = self.embed(x)
+      side = t.shape[-1]
+      t = t.flatten(2).transpose(1, 2)
       if mask is not None:
         t = torch.where(mask[..., None], self.mask.expand_as(t), t)
-      t = t + self.pos
+      if side not in self.pos:
+        self.pos[side] = sincos(dim, side)
+      t = t + self.pos[side]
       if keep is not None:
         t = torch.gather(t, 1, keep[..., None].expand(-1, -1, dim))
       if self.cls is not None:

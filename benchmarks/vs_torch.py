@@ -286,8 +286,12 @@ def torch_simclr_step(preset: str, batch: int, image_shape):
     x1, x2 = views(images)
     last["views"] = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
-    loss = scale * _nt_xent(model(torch.cat([x1, x2])),
-                            config.method.temperature)
+    # BatchNorm statistics as the recipe's `view_batchnorm`.
+    if config.method.view_batchnorm == "per_view":
+      z = torch.cat([model(x1), model(x2)])
+    else:
+      z = model(torch.cat([x1, x2]))
+    loss = scale * _nt_xent(z, config.method.temperature)
     loss.backward()
     update()
 

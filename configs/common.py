@@ -392,7 +392,11 @@ def get_config(method_name: str, arg: str,
   family = "cifar" if preset.startswith("cifar") else preset
   views = config.method.get("augment", {}).get("preset")
   apply_overrides(config, every_preset or {})
-  apply_overrides(config, DATASET_RECIPES[family])
+  # The dataset's network is a default for factories that take one; a
+  # user's own factory without those fields keeps its own.
+  apply_overrides(config, {
+      k: v for k, v in DATASET_RECIPES[family].items()
+      if not k.startswith("method.") or k.split(".")[1] in config.method})
   apply_overrides(config, VIEW_RECIPES.get((family, views), {}))
   if family == "imagefolder":
     apply_overrides(config, {k: v for k, v in recipes["imagenet2012"].items()

@@ -362,9 +362,19 @@ EVALUATED = {
                   augment=PAIR), False),
     "moco_v2": (dict(proj_hidden_dim=16, proj_dim=8, queue_size=16,
                      augment=PAIR), False),
+    "moco_v3": (dict(proj_hidden_dim=16, proj_dim=8, pred_hidden_dim=16,
+                     augment=PAIR), False),
+    "pcl": (dict(proj_hidden_dim=16, proj_dim=8, queue_size=16,
+                 num_examples=8, num_clusters=(2,), augment=PAIR), False),
     "dino": (dict(hidden_dim=16, bottleneck_dim=8, out_dim=32,
                   augment=GLOBAL_CROPS), True),
 }
+
+
+def _momentum_network(state):
+  """The momentum (target) network of a method state, None without one."""
+  return getattr(state, "target", None) or getattr(
+      getattr(state, "moco", None), "target", None)
 
 
 @pytest.mark.parametrize("name", sorted(EVALUATED))
@@ -379,14 +389,16 @@ def test_encode_is_the_network_the_official_evaluation_uses(name):
   params = dict(params, backbone=jax.tree.map(lambda w: w * 1.5,
                                               params["backbone"]))
   features = method.encode(params, model_state, state, images)
+  target = _momentum_network(state)
+  assert target is not None or not teacher
   if teacher:
-    tree, stats = state.target.params, state.target.model_state
+    tree, stats = target.params, target.model_state
   else:
     tree, stats = params, model_state
   expected = _eval_features(tree["backbone"], stats["backbone"], images)
   np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
-  if hasattr(state, "target"):
-    other = (params, model_state) if teacher else state.target
+  if target is not None:
+    other = (params, model_state) if teacher else target
     assert not np.allclose(features, _eval_features(
         other[0]["backbone"], other[1]["backbone"], images), atol=1e-4)
 

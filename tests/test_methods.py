@@ -987,6 +987,17 @@ def test_official_recipes_of_group_a():
     assert config.method.base_temperature == config.method.temperature
     assert (config.method.augment.brightness, config.method.augment.blur_prob
             ) == (0.8, 0.5)
+    for name in ("simclr", "dcl"):  # solo-learn's views, one at a time
+      assert config_module(name).get_config(
+          preset).method.view_batchnorm == "per_view", (name, preset)
+  for name in ("simclr", "dcl"):  # the official TF code concatenates
+    for preset in ("imagenet2012", "mnist5k"):
+      assert config_module(name).get_config(
+          preset).method.view_batchnorm == "joint", (name, preset)
+  for name in ("simclr", "byol", "moco_v3", "dino"):
+    # Biases and norm parameters without weight decay and LARS adaptation.
+    assert config_module(name).get_config(
+        "imagenet2012").optimizer.exclude_bias_and_norm, name
   moco = config_module("moco_v3").get_config("imagenet2012")
   assert moco.method.temperature == 1.0
   assert dict(moco.method.momentum) == {"schedule": "cosine", "base": 0.99,

@@ -34,6 +34,7 @@ from _toy_data import shape_images
 from configs import common
 from ssljax import methods, models, pretext, train
 from ssljax.data import augment as augment_lib
+from ssljax.losses import classification
 from ssljax.methods import _pseudo_labels as pl
 from ssljax.methods import _shared
 from ssljax.methods.deepcluster import CLASSIFIER
@@ -220,17 +221,17 @@ def test_weighted_cross_entropy_matches_numpy_and_has_gradients():
       row = logits[v, b].astype(np.float64)
       log_p = row[labels[0, b]] - np.log(np.sum(np.exp(row)))
       want += -weights[b] * log_p
-  value = pl.cross_entropy(jnp.asarray(logits), labels, weights)
+  value = classification.cross_entropy(jnp.asarray(logits), labels, weights)
   np.testing.assert_allclose(value, want / 6, rtol=1e-5)
-  low = pl.cross_entropy(jnp.asarray(logits, jnp.bfloat16), labels, weights)
+  low = classification.cross_entropy(jnp.asarray(logits, jnp.bfloat16), labels, weights)
   assert low.dtype == jnp.float32
   np.testing.assert_allclose(low, want / 6, rtol=2e-2)
   extreme = jnp.asarray(logits) * 1e4
-  value, grad = jax.value_and_grad(pl.cross_entropy)(extreme, labels, weights)
+  value, grad = jax.value_and_grad(classification.cross_entropy)(extreme, labels, weights)
   assert np.isfinite(value) and np.all(np.isfinite(grad))
   with jax.enable_x64(True):
     check_grads(
-        lambda z: pl.cross_entropy(z, labels, weights.astype(np.float64)),
+        lambda z: classification.cross_entropy(z, labels, weights.astype(np.float64)),
         (logits.astype(np.float64),), order=1, modes=["rev"])
 
 

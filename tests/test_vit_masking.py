@@ -238,6 +238,11 @@ def test_remat_gives_the_same_values_and_gradients():
       params), jax.jit(jax.value_and_grad(functools.partial(loss, remat)))(
           params)):
     jax.tree.map(assert_close, a, b)
+  # And the blocks are rematerialised: the gradient's program says so.
+  for model, wanted in ((plain, False), (remat, True)):
+    program = str(jax.make_jaxpr(jax.grad(functools.partial(loss, model)))(
+        params))
+    assert ("remat" in program or "checkpoint" in program) == wanted
 
 
 def test_layer_ids_for_layer_wise_decay():

@@ -38,7 +38,6 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.scipy.special import xlogy
 
 from ssljax import _common, models
@@ -243,31 +242,6 @@ def apply_heads(heads: dict, x: jax.Array) -> jax.Array:
                                *(1,) * (x.ndim - 1), -1)
   return (jnp.einsum("...d,hdk->h...k", x, heads["kernel"].astype(x.dtype))
           + bias.astype(x.dtype))
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  weights: Optional[jax.Array] = None) -> jax.Array:
-  """mean_n w_n · (−log softmax(logits_n)[labels_n]), w = 1 if None.
-
-  `labels` (and `weights`) broadcast to logits.shape[:-1]. With the
-  `balance_weights` (mean 1 over the dataset) this is, in expectation, the
-  cross-entropy under DeepCluster's sampler that is uniform over the
-  pseudo-classes.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> logits = jnp.zeros((2, 4))
-    >>> print(round(float(cross_entropy(logits, jnp.array([0, 1]))), 4))
-    1.3863
-  """
-  ce = optax.softmax_cross_entropy_with_integer_labels(
-      _common.to_compute(logits), jnp.broadcast_to(labels, logits.shape[:-1]))
-  return jnp.mean(ce if weights is None else ce * weights)
-
-
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Fraction of rows whose arg-max is the label (a logged metric)."""
-  return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
 # ----------------------------------------------------- feature processing ---

@@ -76,6 +76,7 @@ from collections.abc import Mapping
 import jax
 
 from ssljax import models
+from ssljax.losses import classification
 from ssljax.methods import _pseudo_labels, _shared
 from ssljax.methods.base import Method
 from ssljax.state import kmeans
@@ -123,10 +124,10 @@ def deepcluster(*, backbone: str | models.Model = "resnet50",
     # [1, 1, B, K] logits of the [1, B, D] projections; labels [1, B].
     logits = _pseudo_labels.apply_heads(
         params[CLASSIFIER], jax.nn.relu(outputs["projection"]))
-    value = _pseudo_labels.cross_entropy(logits, labels, weights)
+    value = classification.cross_entropy(logits, labels, weights)
     return value, _shared.step_output(
         _shared.Online(views, outputs, model_state),
-        {"pseudo_label_accuracy": _pseudo_labels.accuracy(logits, labels)})
+        {"pseudo_label_accuracy": classification.accuracy(logits, labels)})
 
   def cluster(x, key):
     clusters = kmeans(x, num_clusters, iterations=kmeans_iters, key=key,

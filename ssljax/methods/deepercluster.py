@@ -75,6 +75,7 @@ import jax
 import jax.numpy as jnp
 
 from ssljax import _common, models, pretext
+from ssljax.losses import classification
 from ssljax.methods import _pseudo_labels, _shared
 from ssljax.methods.base import Method
 from ssljax.state import kmeans
@@ -228,8 +229,8 @@ def hierarchical_loss(super_logits: jax.Array, sub_logits: jax.Array,
         f"for `super_logits` {super_logits.shape}, got {sub_logits.shape}.")
   own = jnp.take_along_axis(sub_logits, super_class[None, :, None],
                             axis=0)[0]
-  return (_pseudo_labels.cross_entropy(super_logits, super_class, weights)
-          + _pseudo_labels.cross_entropy(own, sub_class, weights))
+  return (classification.cross_entropy(super_logits, super_class, weights)
+          + classification.cross_entropy(own, sub_class, weights))
 
 
 def deepercluster(*, backbone: str | models.Model = "resnet50",
@@ -292,7 +293,7 @@ def deepercluster(*, backbone: str | models.Model = "resnet50",
     # The collapse monitors see the features of the rotated views.
     return value, _shared.step_output(
         _shared.Online((rotated,), outputs, model_state),
-        {"super_class_accuracy": _pseudo_labels.accuracy(super_logits,
+        {"super_class_accuracy": classification.accuracy(super_logits,
                                                           super_class)})
 
   def cluster(x, key):

@@ -88,6 +88,7 @@ import jax.numpy as jnp
 
 from ssljax import _common, models
 from ssljax.data import augment as augment_lib
+from ssljax.losses import classification
 from ssljax.methods import _pseudo_labels, _shared
 from ssljax.methods.base import DatasetUpdate, Method
 from ssljax.state import sinkhorn
@@ -251,9 +252,9 @@ def sela(*, backbone: str | models.Model = "resnet50",
     # [H, 1, B, K] logits of the [1, B, D] features; labels [H, 1, B].
     logits = _pseudo_labels.apply_heads(params[HEADS], outputs["features"])
     labels = labels[:, None, :]
-    return _pseudo_labels.cross_entropy(logits, labels), _shared.step_output(
+    return classification.cross_entropy(logits, labels), _shared.step_output(
         _shared.Online(views, outputs, model_state),
-        {"pseudo_label_accuracy": _pseudo_labels.accuracy(logits, labels)})
+        {"pseudo_label_accuracy": classification.accuracy(logits, labels)})
 
   def features(params, model_state, method_state, images):
     """Backbone features [B, D] in eval mode of the un-augmented images,
