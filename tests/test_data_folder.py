@@ -14,6 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from configs import common, simclr
 from ssljax import data
 from ssljax.data import _datasets
 from ssljax.data import _folder
@@ -213,6 +214,24 @@ def test_folder_stats_match_numpy_over_the_evaluation_crops(folder,
   some = data.folder_stats(folder, image_size=SIZE, num_images=4)
   assert some == data.folder_stats(folder, image_size=SIZE, num_images=4)
   assert some != (mean, std)
+
+
+def test_compute_stats_normalises_with_the_folders_statistics(folder):
+  """`dataset.compute_stats=True` puts the folder's mean and std into the
+  dataset and the method's normalisation; without it ImageNet's stay."""
+  base = f"imagefolder,dataset.path='{folder}',dataset.image_size={SIZE}"
+  plain = simclr.get_config(base)
+  common.resolve_dataset(plain)
+  assert tuple(plain.method.augment.mean) == tuple(plain.dataset.mean) == (
+      tuple(common.dataset_fields("imagefolder")["mean"]))
+  config = simclr.get_config(base + ",dataset.compute_stats=True")
+  common.resolve_dataset(config)
+  mean, std = data.folder_stats(folder, image_size=SIZE)
+  np.testing.assert_allclose(config.dataset.mean, mean)
+  np.testing.assert_allclose(config.dataset.std, std)
+  np.testing.assert_allclose(config.method.augment.mean, mean)
+  np.testing.assert_allclose(config.method.augment.std, std)
+  assert not np.allclose(mean, plain.dataset.mean, atol=1e-3)
 
 
 def test_folder_errors_name_the_path(folder, tmp_path):
