@@ -425,3 +425,22 @@ def test_encode_is_the_network_the_official_evaluation_uses(name):
 def test_bad_hyper_parameters_fail_at_factory_time(name, kwargs, match):
   with pytest.raises(ValueError, match=match):
     methods.get(name)(backbone="tiny_cnn", **kwargs)
+
+
+@pytest.mark.parametrize("name, kwargs, global_scale, local_scale, locals_", [
+    # dino main_dino.py: 2 × 224 at (0.4, 1), 8 × 96 at (0.05, 0.4).
+    ("dino", dict(backbone="tiny_cnn"), (0.4, 1.0), (0.05, 0.4), 8),
+    # swav main_swav.py: size_crops 224 96, nmb_crops 2 6, scales 0.14 / 0.05.
+    ("swav", dict(backbone="tiny_cnn"), (0.14, 1.0), (0.05, 0.14), 6),
+    # ibot's ViT-S/16 command: 10 local crops, global (0.25, 1).
+    ("ibot", {}, (0.25, 1.0), (0.05, 0.25), 10),
+])
+def test_multi_crop_boxes_are_the_official_ones(name, kwargs, global_scale,
+                                                local_scale, locals_):
+  """The crops a variable-size pipeline draws from the original picture
+  (`Method.crops`, read by `ssljax.data.load(..., crops=...)`)."""
+  specs = methods.get(name)(**kwargs).crops(224)
+  got = [(s.size, tuple(s.scale), tuple(s.ratio)) for s in specs]
+  ratio = (3 / 4, 4 / 3)
+  assert got == ([(224, global_scale, ratio)] * 2
+                 + [(96, local_scale, ratio)] * locals_)
