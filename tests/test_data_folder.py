@@ -17,6 +17,7 @@ from PIL import Image
 from configs import common, simclr
 from ssljax import data
 from ssljax.data import _datasets
+from ssljax.data import _examples
 from ssljax.data import _folder
 from _pictures import KINDS, make_folder, picture, save_picture
 
@@ -214,6 +215,28 @@ def test_folder_stats_match_numpy_over_the_evaluation_crops(folder,
   some = data.folder_stats(folder, image_size=SIZE, num_images=4)
   assert some == data.folder_stats(folder, image_size=SIZE, num_images=4)
   assert some != (mean, std)
+
+
+def test_each_process_decodes_only_its_rows(folder, monkeypatch):
+  """Over one epoch, a process of 2 decodes exactly the pictures it yields
+  (its half of each global batch), never the other process's."""
+  decoded = []
+  original = _examples.HostDecoder.__call__
+
+  def counting(self, data_, draw):
+    views = original(self, data_, draw)
+    decoded.append(draw)  # After a successful decode only.
+    return views
+
+  monkeypatch.setattr(_examples.HostDecoder, "__call__", counting)
+  yielded = {}
+  for count in (1, 2):
+    decoded.clear()
+    batches = list(_load(folder, batch_size=8, num_epochs=1,
+                         process_index=0, process_count=count))
+    yielded[count] = sum(len(b["label"]) for b in batches)
+    assert len(decoded) == yielded[count], count
+  assert yielded[2] * 2 == yielded[1]
 
 
 def test_compute_stats_normalises_with_the_folders_statistics(folder):
