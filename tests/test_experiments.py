@@ -28,14 +28,20 @@ TINY = ["--config.total_steps=6", "--config.batch_size=32",
         "--config.method.proj_hidden_dim=16", "--config.method.proj_dim=8"]
 
 
-def run(script, *flags, data_dir):
-  """Runs experiments/<script> on one CPU device; returns stdout's lines."""
+def launch(script, *flags, data_dir, **env):
+  """Runs experiments/<script> on one CPU device, `env` added to the
+  environment; returns the finished process."""
   env = dict(os.environ, TFDS_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  done = subprocess.run(
+             XLA_FLAGS="--xla_force_host_platform_device_count=1", **env)
+  return subprocess.run(
       [sys.executable, os.path.join(ROOT, "experiments", script), *flags],
       env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
       check=False)
+
+
+def run(script, *flags, data_dir, **env):
+  """`launch`, which must succeed; returns stdout's lines."""
+  done = launch(script, *flags, data_dir=data_dir, **env)
   assert done.returncode == 0, done.stderr[-3000:]
   return done.stdout.strip().splitlines()
 
@@ -255,24 +261,18 @@ def test_pretrain_trains_a_method_of_a_users_module(tmp_path):
   (tmp_path / "user_method.py").write_text(USER_METHOD, encoding="utf-8")
   (tmp_path / "user_config.py").write_text(USER_CONFIG, encoding="utf-8")
   workdir = tmp_path / "run"
-  env = dict(os.environ, PYTHONPATH=str(tmp_path), JAX_PLATFORMS="cpu",
-             TFDS_DATA_DIR=str(tmp_path / "data"),
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  command = [sys.executable, os.path.join(ROOT, "experiments", "pretrain.py"),
-             f"--config={tmp_path / 'user_config.py'}",
-             f"--workdir={workdir}", "--config.method.temperature=0.5"]
-  done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True,
-                        text=True, timeout=300, check=False)
-  assert done.returncode == 0, done.stderr[-3000:]
+  flags = [f"--config={tmp_path / 'user_config.py'}", f"--workdir={workdir}",
+           "--config.method.temperature=0.5"]
+  lines = run("pretrain.py", *flags, data_dir=tmp_path / "data",
+              PYTHONPATH=str(tmp_path))
   with open(workdir / "config.json", encoding="utf-8") as f:
     method = json.load(f)["method"]
   assert method["name"] == "user_method:tiny_contrast"
   assert method["temperature"] == 0.5
   assert [m["step"] for m in read_metrics(str(workdir)) if "loss" in m][-1] == 3
-  assert done.stdout.strip().splitlines()[-1].startswith(
+  assert lines[-1].startswith(
       "user_method:tiny_contrast on mnist5k, step 3: knn_top1=")
   # A field the user's factory does not take is an error naming it.
-  bad = subprocess.run(command + ["--config.method.proj_layers=2"], env=env,
-                       cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       check=False)
+  bad = launch("pretrain.py", *flags, "--config.method.proj_layers=2",
+               data_dir=tmp_path / "data", PYTHONPATH=str(tmp_path))
   assert bad.returncode != 0 and "proj_layers" in bad.stderr
