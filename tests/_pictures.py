@@ -14,6 +14,14 @@ def picture(height, width, seed):
                                                    Image.Resampling.BILINEAR))
 
 
+def photo(height, width, seed=0):
+  """A smooth random picture (low frequencies, like a photograph)."""
+  rng = np.random.default_rng(seed)
+  coarse = (rng.random((height // 16 + 2, width // 16 + 2, 3)) * 255)
+  return np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize(
+      (width, height), Image.Resampling.BICUBIC))
+
+
 def save_picture(path, seed, kind):
   """A picture of a random size in one of several formats and modes."""
   os.makedirs(os.path.dirname(path), exist_ok=True)

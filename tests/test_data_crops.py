@@ -17,6 +17,7 @@ from ssljax.data import _crops
 from ssljax.data import _decode
 from ssljax.data import _examples
 
+import _pictures  # pylint: disable=wrong-import-order
 import _torchvision_reference  # pylint: disable=wrong-import-order
 
 DRAWS = 3000
@@ -51,22 +52,34 @@ def reference_box(rng, height, width, scale, ratio):
 
 @pytest.fixture(scope="module")
 def torchvision(tmp_path_factory):
-  """torchvision's boxes and crops (tests/_torchvision_reference.py), from a
-  process of their own; skips where torchvision (the `bench` extra) is not
-  installed."""
-  folder = tmp_path_factory.mktemp("torchvision")
-  picture = str(folder / "picture.png")
-  Image.fromarray(_photo(375, 500)).save(picture)
-  out = str(folder / "reference.npz")
+  """torchvision's boxes and crops, as stored by
+  tests/_torchvision_reference.py, and the cropped picture as a PNG file."""
+  with np.load(_torchvision_reference.FIXTURE) as stored:
+    arrays = dict(stored)
+  rgb = _torchvision_reference.picture()
+  assert _torchvision_reference.sha256(rgb) == arrays["picture_sha256"], (
+      "the picture is not the one torchvision cropped: rerun "
+      "tests/_torchvision_reference.py")
+  picture = str(tmp_path_factory.mktemp("torchvision") / "picture.png")
+  Image.fromarray(rgb).save(picture)
+  return arrays, picture
+
+
+def test_stored_reference_is_what_torchvision_gives(tmp_path):
+  """Reruns torchvision (the `bench` extra) where it is installed: the
+  stored draws and crops must be exactly its output."""
+  out = str(tmp_path / "reference.npz")
   script = os.path.join(os.path.dirname(__file__),
                         "_torchvision_reference.py")
-  done = subprocess.run([sys.executable, script, out, picture],
-                        capture_output=True, text=True, timeout=300)
+  done = subprocess.run([sys.executable, script, out], capture_output=True,
+                        text=True, timeout=300)
   if done.returncode and "No module named" in done.stderr:
     pytest.skip(f"torchvision is not installed: {done.stderr.strip()[-80:]}")
   assert done.returncode == 0, done.stderr
-  with np.load(out) as arrays:
-    return dict(arrays), picture
+  with np.load(out) as fresh, np.load(_torchvision_reference.FIXTURE) as old:
+    assert sorted(fresh) == sorted(old)
+    for name in fresh:
+      np.testing.assert_array_equal(fresh[name], old[name], err_msg=name)
 
 
 def _case(height, width, scale, ratio):
@@ -121,13 +134,13 @@ def test_box_distributions_match_torchvision(torchvision, height, width,
     (100, 10, (1.0, 1.0), (3 / 4, 4 / 3)),   # too tall
     (40, 50, (2.0, 3.0), (3 / 4, 4 / 3)),    # no box fits: whole image
 ])
-def test_fallback_is_torchvisions_central_crop(request, height, width,
+def test_fallback_is_torchvisions_central_crop(torchvision, height, width,
                                                scale, ratio):
   boxes = our_boxes(height, width, scale, ratio, 20)
   want = reference_box(np.random.default_rng(0), height, width, scale, ratio)
   assert (boxes == np.array(want)).all()
-  # Then torchvision itself, where it is installed.
-  arrays, _ = request.getfixturevalue("torchvision")
+  # Then torchvision's own draw.
+  arrays, _ = torchvision
   theirs = arrays[f"boxes_{_case(height, width, scale, ratio)}"]
   assert tuple(theirs[0].tolist()) == want
 
@@ -152,14 +165,6 @@ def _encoded(array, fmt="PNG", **kwargs):
   return buffer.getvalue()
 
 
-def _photo(height, width, seed=0):
-  """A smooth random picture (low frequencies, like a photograph)."""
-  rng = np.random.default_rng(seed)
-  coarse = (rng.random((height // 16 + 2, width // 16 + 2, 3)) * 255)
-  return np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize(
-      (width, height), Image.Resampling.BICUBIC))
-
-
 @pytest.mark.parametrize("height,width,size", [
     (375, 500, 224), (500, 375, 224), (91, 37, 32), (100, 100, 224),
     (224, 224, 224), (64, 48, 28)])
@@ -167,7 +172,7 @@ def test_eval_crop_is_torchvisions_resize_then_centre_crop(height, width,
                                                            size):
   """Against the two-step transform in Pillow (torchvision's `Resize(R)` +
   `CenterCrop(S)` on PIL images), including an upscaled small picture."""
-  picture = _photo(height, width)
+  picture = _pictures.photo(height, width)
   short = round(size / 0.875)
   new_h, new_w = ((short, int(short * width / height)) if height <= width
                   else (int(short * height / width), short))
@@ -194,7 +199,7 @@ def test_random_crops_equal_torchvisions_resized_crop(torchvision):
 
 
 def test_dct_scaling_decodes_smaller_and_stays_close():
-  picture = _photo(1200, 1600)
+  picture = _pictures.photo(1200, 1600)
   data = _encoded(picture, "JPEG", quality=95)
   boxes = [_crops.Box(100, 200, 960, 960), _crops.Box(0, 0, 600, 500)]
   sizes = [224, 112]
@@ -250,7 +255,7 @@ def test_every_mode_becomes_rgb(data, want):
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image", _encoded(
-    _photo(60, 80), "JPEG")[:400], _encoded(_photo(60, 80))[:-30]])
+    _pictures.photo(60, 80), "JPEG")[:400], _encoded(_pictures.photo(60, 80))[:-30]])
 def test_unreadable_bytes_raise_the_decoders_error(data):
   with pytest.raises(_decode.UnreadableImageError):
     _examples.HostDecoder(image_size=8)(data, (0, 0))

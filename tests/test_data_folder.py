@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -269,6 +270,12 @@ def test_folder_errors_name_the_path(folder, tmp_path):
     _load(str(tmp_path))
   os.remove(tmp_path / "train" / "loose.jpg")
   save_picture(str(tmp_path / "train" / "cat" / "a.jpg"), 0, "rgb")
+  (tmp_path / "train" / "dog").mkdir()
+  (tmp_path / "train" / "dog" / "notes.txt").write_text("no picture")
+  with pytest.raises(ValueError, match=r"\['dog'\] .* hold no image"):
+    data.info("imagefolder", path=str(tmp_path))
+  assert (tmp_path / "train" / "dog" / "notes.txt").exists()
+  shutil.rmtree(tmp_path / "train" / "dog")
   save_picture(str(tmp_path / "val" / "cow" / "a.jpg"), 1, "rgb")
   with pytest.raises(ValueError, match=r"\['cow'\]"):
     data.info("imagefolder", path=str(tmp_path))

@@ -98,8 +98,8 @@ def scan(path: str, split: str) -> Folder:
   Raises:
     FileNotFoundError: if the split folder does not exist.
     ValueError: if it holds no image, mixes class subfolders with images at
-      its top level, or (for `val/`) its structure or class names differ from
-      `train/`'s.
+      its top level, has a train class folder without images, or (for
+      `val/`) its structure or class names differ from `train/`'s.
 
   Example:
     >>> import os, tempfile
@@ -139,11 +139,19 @@ def scan(path: str, split: str) -> Folder:
       raise ValueError(f"imagefolder: {root} has classes {unknown} that the "
                        f"train folder lacks (train classes: {classes[:10]}"
                        f"{'...' if len(classes) > 10 else ''}).")
-    paths, labels = [], []
+    paths, labels, empty = [], [], []
     for label, name in enumerate(classes):
       found = _images_under(os.path.join(root, name))
       paths += found
       labels += [label] * len(found)
+      if not found and name in subfolders:
+        empty.append(name)
+    # As torchvision's ImageFolder: a train class without images would still
+    # get a label and a probe output that nothing can teach.
+    if empty and SPLIT_FOLDERS[split] == "train" and len(empty) < len(classes):
+      raise ValueError(f"imagefolder: class folder(s) {empty[:10]} of {root} "
+                       f"hold no image (looked for {', '.join(EXTENSIONS)}); "
+                       "remove them or add images.")
   if not paths:
     raise ValueError(f"imagefolder: {root} holds no image (looked for "
                      f"{', '.join(EXTENSIONS)}).")
