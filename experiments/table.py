@@ -128,7 +128,7 @@ def run_method(name: str, dataset: str, workdir: str, epochs=None,
          **{key: final.get(key) for key, _ in ACCURACIES},
          "images_per_sec": statistics.median(throughput) if throughput
                            else None,
-         "wall_s": time.perf_counter() - start}
+         "wall_s": time.perf_counter() - start, "commit": commit()}
   if final["step"] == config.total_steps and jax.process_index() == 0:
     with open(row_path, "w", encoding="utf-8") as f:
       json.dump(row, f)
@@ -212,9 +212,9 @@ def beats(row: dict, pixels: dict | None) -> list[str]:
   return won
 
 
-def provenance(argv: list[str], seeds: int, seconds: float) -> str:
-  """Where a table came from: the command, the commit (and whether the tree
-  had local changes), the CPU, JAX's version and device, seeds and time."""
+def commit() -> str:
+  """The checkout's short commit, "with local changes" when the tracked
+  files differ from it (a row says what trained it)."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
   def git(*args):
@@ -222,9 +222,21 @@ def provenance(argv: list[str], seeds: int, seconds: float) -> str:
                           text=True, check=False)
     return done.stdout.strip() if done.returncode == 0 else ""
 
-  commit = git("rev-parse", "--short", "HEAD") or "unknown"
+  short = git("rev-parse", "--short", "HEAD") or "unknown"
   dirty = " with local changes" if git("status", "--porcelain",
                                        "--untracked-files=no") else ""
+  return short + dirty
+
+
+def provenance(argv: list[str], seeds: int, seconds: float,
+               row_commits=()) -> str:
+  """Where a table came from: the command, the commit (and whether the tree
+  had local changes), the CPU, JAX's version and device, seeds and time;
+  and the commits that trained reused rows, where they differ."""
+  here = commit()
+  older = sorted(set(row_commits) - {here, None})
+  trained = (f" (rows reused from commit(s) {', '.join(older)})"
+             if older else "")
   cpu = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -234,7 +246,7 @@ def provenance(argv: list[str], seeds: int, seconds: float) -> str:
     pass
   minutes, secs = divmod(round(seconds), 60)
   return (f"`python experiments/table.py {' '.join(argv[1:])}` at commit "
-          f"`{commit}`{dirty}; {cpu} ({os.cpu_count()} cores), JAX "
+          f"`{here}`{trained}; {cpu} ({os.cpu_count()} cores), JAX "
           f"{jax.__version__} on {jax.devices()[0].platform}; seeds 0-"
           f"{seeds - 1}; {minutes // 60} h {minutes % 60} min {secs} s.")
 
@@ -308,7 +320,9 @@ def main(argv):
     return
   rows = [aggregate(seed_rows) for seed_rows in runs.values()]
   pixels = rows[0] if PIXELS in runs else None
-  source = provenance(sys.argv, seeds, time.perf_counter() - started)
+  source = provenance(sys.argv, seeds, time.perf_counter() - started,
+                      [r.get("commit") for seed_rows in runs.values()
+                       for r in seed_rows])
   table = markdown(rows, pixels)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:

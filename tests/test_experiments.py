@@ -212,11 +212,19 @@ def test_table_with_seeds_aggregates_and_reports_failures(tmp_path):
   assert float(std) == pytest.approx(100 * np.std(knn, ddof=1), abs=0.006)
   with open(tmp_path / "table.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  # Re-running reuses the finished runs' rows (wall time included).
+  assert seed_runs[0]["commit"] in source
+  # Re-running reuses the finished runs' rows (wall time included), and
+  # names the commit that trained a row made at another one.
+  row_path = tmp_path / "dcl" / "seed1" / "table_row.json"
+  row = json.loads(row_path.read_text(encoding="utf-8"))
+  row_path.write_text(json.dumps({**row, "commit": "0123abc"}),
+                      encoding="utf-8")
   run("table.py", f"--workdir={tmp_path}", "--methods=simclr,dcl",
       "--seeds=2", f"--overrides={overrides}", data_dir=data_dir)
   with open(tmp_path / "table.md", encoding="utf-8") as f:
-    assert f.read().splitlines()[5] == table[3]
+    source, *again = f.read().splitlines()
+  assert again[4] == table[3]
+  assert "(rows reused from commit(s) 0123abc)" in source
 
   # A method that cannot run gets its error in the table; the rest go on.
   lines = run("table.py", f"--workdir={tmp_path / 'bad'}",
