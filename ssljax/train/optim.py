@@ -58,6 +58,8 @@ def learning_rate_schedule(config) -> optax.Schedule:
   lr(t) = peak · t / w                                   for t < w
   lr(t) = peak · ½ (1 + cos(π (t − w) / (T − w)))        for w <= t <= T
 
+  (a run that is all warm-up, w = T, only warms up).
+
   with w = `config.optimizer.warmup_steps`, T = `config.total_steps` and
   peak = `config.optimizer.learning_rate · config.batch_size / 256`.
 
@@ -93,6 +95,10 @@ def learning_rate_schedule(config) -> optax.Schedule:
         f"config.total_steps={config.total_steps}], got {warmup} (shorten "
         f"the warm-up along with the run).")
   peak = base * config.batch_size / 256
+  if warmup == config.total_steps:
+    # A run that is all warm-up (a short run's shrunk one): optax's cosine
+    # part would have no steps.
+    return optax.linear_schedule(0.0, peak, warmup)
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup,
       decay_steps=config.total_steps, end_value=0.0)
