@@ -38,6 +38,8 @@ PLAIN = {"jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0,
 PAIR = {"preset": "byol", **PLAIN}
 GLOBAL_CROPS = {"preset": "multicrop", "num_local": 0, **PLAIN}
 KEY = jax.random.key(0)
+# The module (`ssljax.methods.dino` is the factory).
+dino_lib = importlib.import_module("ssljax.methods.dino")
 
 
 def rgb_images(n=8, size=16, seed=0):
@@ -214,6 +216,43 @@ def test_dino_factory_defaults_are_main_dinos():
           defaults["warmup_teacher_temp_steps"]) == (0.04, 0.04, 0)
   assert (defaults["out_dim"], defaults["norm_last_layer"],
           defaults["momentum"]) == (65536, True, 0.996)
+
+
+def test_dino_student_vit_drops_paths_and_the_teacher_does_not():
+  """`main_dino.py` builds the student ViT with `--drop_path_rate` 0.1 and
+  the teacher without; its ResNets have none."""
+  assert inspect.signature(methods.dino).parameters[
+      "drop_path_rate"].default is None
+  assert dino_lib.student_drop_path("vit_small", None, None) == 0.1
+  assert dino_lib.student_drop_path("resnet50", None, None) == 0.0
+  images = rgb_images(size=16)
+
+  def two_steps(rate):
+    method = methods.dino(
+        backbone="vit_tiny", backbone_kwargs={"patch_size": 4,
+                                              "image_size": 16, "depth": 2},
+        hidden_dim=16, bottleneck_dim=8, out_dim=32, drop_path_rate=rate,
+        augment={**GLOBAL_CROPS, "global_size": 16})
+    params, model_state, state = method.init(KEY, images)
+    batch, rng = {"image": images}, jax.random.key(1)
+    loss, out = method.loss(params, model_state, state, batch, rng, 0)
+    # The same batch, views and parameters; only the student's state moved.
+    again, out_again = method.loss(params, out.model_state, state, batch,
+                                   rng, 1)
+    np.testing.assert_array_equal(out.update.teacher_logits,
+                                  out_again.update.teacher_logits)
+    return float(loss), float(again)
+
+  first, second = two_steps(0.5)
+  assert first != second  # the student's paths were drawn anew
+  first, second = two_steps(0.0)
+  assert first == second  # no BatchNorm in a ViT: nothing else moves
+  with pytest.raises(ValueError, match="drop_path_rate.*ViT preset"):
+    methods.dino(backbone="resnet50", drop_path_rate=0.1)
+  with pytest.raises(ValueError, match="not `backbone_kwargs`"):
+    methods.dino(backbone_kwargs={"drop_path_rate": 0.1})
+  with pytest.raises(ValueError, match="drop_path_rate"):
+    methods.dino(drop_path_rate=1.5)
 
 
 def _steps(config, epochs):

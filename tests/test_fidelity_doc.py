@@ -11,6 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "fidelity.md")
 CONFIGS = os.path.join(ROOT, "configs")
+METHOD_MODULES = os.path.join(ROOT, "ssljax", "methods")
 
 # The registered methods, in the document's family order. A new method must
 # be added here, with its section and its summary row.
@@ -96,8 +97,9 @@ def test_the_summary_has_no_extra_rows():
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_each_config_docstring_links_its_section(name):
-  with open(os.path.join(CONFIGS, f"{name}.py"), encoding="utf-8") as f:
+@pytest.mark.parametrize("folder", [CONFIGS, METHOD_MODULES])
+def test_each_config_and_method_docstring_links_its_section(name, folder):
+  with open(os.path.join(folder, f"{name}.py"), encoding="utf-8") as f:
     docstring = ast.get_docstring(ast.parse(f.read())) or ""
   assert f"docs/fidelity.md#{name}" in docstring
 

@@ -50,8 +50,17 @@ def dcl(*, backbone: str | models.Model = "resnet50",
         proj_dim: int = 128, proj_layers: int = 3, proj_last_bn: bool = True,
         temperature: float = 0.1, weighted: bool = False, sigma: float = 0.5,
         sum_views: bool = True, view_batchnorm: str = "joint") -> Method:
-  """DCL (see the module docstring); arguments as `methods.simclr`, plus
-  `weighted` (DCLW) and its `sigma`.
+  """DCL (see the module docstring).
+
+  Args:
+    backbone, backbone_kwargs, augment, dtype, proj_hidden_dim, proj_dim,
+      proj_layers, proj_last_bn, sum_views, view_batchnorm: as
+      `methods.simclr` (its official network and views).
+    temperature: T of the decoupled loss (SimCLR's 0.1).
+    weighted: DCLW: the positive term of image n weighted by
+      w_n = 2 − N softmax_n(cos(z1_n, z2_n) / σ), without gradient
+      (`losses.dcl`); False: plain DCL (w = 1).
+    sigma: σ of the DCLW weight (the paper's 0.5).
 
   Raises:
     ValueError: naming the argument, as `methods.simclr`, and for a

@@ -46,7 +46,7 @@ SGD over every parameter (learning rate 0.05, momentum 0.9, weight decay
 `optimizer_tl`, re-created at every clustering: `optimizer.
 momentum_free_parts`).
 
-Where this differs from the official code (see docs/fidelity.md): class-
+Where this differs from the official code (docs/fidelity.md#deepcluster): class-
 balancing loss weights instead of the sampler, a BatchNorm MLP head on a
 ResNet (AlexNet's has dropout), clustering features from the stored image
 rather than a resize and centre crop.

@@ -40,7 +40,7 @@ super-classes), k = 320,000 clusters, PCA to 4096, 10 k-means iterations,
 Sobel, clustering every 3 epochs of the 95,920,149 YFCC100M images in steps
 of 48 × 64; the ImageNet presets use DeepCluster's k = 10,000.
 
-Where this differs from the official code (see docs/fidelity.md): one
+Where this differs from the official code (docs/fidelity.md#deepercluster): one
 k-means over all rows with super-cluster codes instead of one k-means per
 super-cluster (`hierarchical_kmeans`), a BatchNorm MLP head on a ResNet
 rather than VGG-16's classifier, the sub-class layers of all super-classes

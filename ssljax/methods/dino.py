@@ -26,7 +26,9 @@ K = 65536, head 2048 → 256 with 3 layers, no BatchNorm (use_bn_in_head
 False) and a fixed-norm last layer (norm_last_layer True), τ_t = 0.04 with
 no warm-up and no frozen last layer (the configs freeze it for the first
 epoch), m = 0.996 (a cosine schedule to 1 in the configs), 2 global + 8 local
-crops. The head starts as the official `DINOHead`: its MLP's weights from
+crops; a ViT student with stochastic depth 0.1 (`--drop_path_rate`,
+linear over the blocks), the teacher without. The head starts as the
+official `DINOHead`: its MLP's weights from
 N(0, 0.02²) (timm's trunc_normal_ cuts at ±2 absolute, so no truncation at
 that std), biases 0, and the last layer's V from PyTorch's default Linear
 draw U(±1/√bottleneck_dim), which sets its norm and so the last layer's
@@ -95,8 +97,8 @@ def dino(*, backbone: str | models.Model = "vit_small",
          norm_last_layer: bool = True, student_temp: float = 0.1,
          warmup_teacher_temp: float = 0.04, teacher_temp: float = 0.04,
          warmup_teacher_temp_steps: int = 0, center_momentum: float = 0.9,
-         momentum: Schedule = 0.996, freeze_last_layer_steps: int = 0
-         ) -> Method:
+         momentum: Schedule = 0.996, freeze_last_layer_steps: int = 0,
+         drop_path_rate: float | None = None) -> Method:
   """DINO (see the module docstring).
 
   Args:
@@ -110,10 +112,15 @@ def dino(*, backbone: str | models.Model = "vit_small",
     momentum: the teacher's EMA momentum m(step), a number or a schedule.
     freeze_last_layer_steps: steps during which the head's last layer does
       not move.
+    drop_path_rate: the student ViT's stochastic depth (the teacher has
+      none); None: `main_dino.py`'s 0.1 for a ViT preset backbone, none for
+      other backbones (the official ResNets have none).
 
   Raises:
     ValueError: naming the argument, for a non-positive size or
-      temperature, a negative step count, a momentum outside [0, 1].
+      temperature, a negative step count, a momentum outside [0, 1], a
+      `drop_path_rate` outside [0, 0.99] or set for a backbone that is not a
+      ViT preset, or one in `backbone_kwargs`.
   """
   _check(out_dim=out_dim, hidden_dim=hidden_dim,
          bottleneck_dim=bottleneck_dim, head_layers=head_layers,
@@ -122,10 +129,15 @@ def dino(*, backbone: str | models.Model = "vit_small",
          warmup_teacher_temp_steps=warmup_teacher_temp_steps,
          freeze_last_layer_steps=freeze_last_layer_steps,
          center_momentum=center_momentum, momentum=momentum)
-  setup = _shared.setup(backbone, backbone_kwargs, augment, dtype)
-  model = models.compose(setup.backbone, projector=models.dino_head(
-      None, out_dim, hidden_dim, bottleneck_dim, head_layers,
-      norm_last_layer, **setup.kw))
+  teacher_setup = _shared.setup(backbone, backbone_kwargs, augment, dtype)
+  rate = student_drop_path(backbone, backbone_kwargs, drop_path_rate)
+  setup = (_shared.setup(backbone, {**dict(backbone_kwargs or {}),
+                                    "drop_path_rate": rate}, augment, dtype)
+           if rate else teacher_setup)
+  head = models.dino_head(None, out_dim, hidden_dim, bottleneck_dim,
+                          head_layers, norm_last_layer, **setup.kw)
+  model, teacher_model = (models.compose(s.backbone, projector=head)
+                          for s in (setup, teacher_setup))
   temperature = _registry.schedule({
       "schedule": "linear", "start": warmup_teacher_temp,
       "end": teacher_temp, "steps": warmup_teacher_temp_steps})
@@ -134,14 +146,19 @@ def dino(*, backbone: str | models.Model = "vit_small",
     params, model_state = _shared.initialize(setup, model, rng, batch)
     params = dict(params, projector=official_head_init(
         params["projector"], jax.random.fold_in(rng, 1)))
+    # Without drop path the two networks hold the same state.
+    _, teacher_state = (_shared.initialize(teacher_setup, teacher_model, rng,
+                                           batch) if rate
+                        else (params, model_state))
     return params, model_state, DINOState(
-        _shared.init_target(params, model_state), center_lib.init(out_dim))
+        _shared.init_target(params, teacher_state), center_lib.init(out_dim))
 
   def loss(params, model_state, method_state, batch, rng, step):
     run = _shared.online(setup, model, params, model_state, batch, rng,
                          joint=True)
     teacher, target_state = _shared.target_forward(
-        model, method_state.target, run.views[:NUM_GLOBAL], joint=True)
+        teacher_model, method_state.target, run.views[:NUM_GLOBAL],
+        joint=True)
     teacher_logits = teacher["projection"]
     tau = temperature(step)
     value = losses.dino(run.outputs["projection"], teacher_logits,
@@ -160,9 +177,28 @@ def dino(*, backbone: str | models.Model = "vit_small",
                           center_momentum))
 
   return Method(name="dino", init=init, loss=loss, post_update=post_update,
-                encode=_shared.encoder(setup, target=True),
+                encode=_shared.encoder(teacher_setup, target=True),
                 frozen=last_layer_frozen(freeze_last_layer_steps),
                 crops=setup.views.specs)
+
+
+def student_drop_path(backbone, backbone_kwargs: Mapping | None,
+                      rate: float | None) -> float:
+  """The student's stochastic depth: `rate`, or `main_dino.py`'s
+  `--drop_path_rate` 0.1 for its ViTs when None (0 for other backbones)."""
+  vit = isinstance(backbone, str) and backbone in models.VIT_SIZES
+  if "drop_path_rate" in dict(backbone_kwargs or {}):
+    raise ValueError("dino: set the student's stochastic depth with "
+                     "`drop_path_rate`, not `backbone_kwargs` (the teacher "
+                     "has none).")
+  if rate is None:
+    return 0.1 if vit else 0.0
+  _common.check_in_range(rate, 0.0, 0.99, "drop_path_rate", "dino")
+  if rate and not vit:
+    raise ValueError(f"dino: `drop_path_rate` applies to a ViT preset "
+                     f"backbone ({', '.join(models.VIT_SIZES)}), got "
+                     f"{backbone!r}.")
+  return rate
 
 
 def official_head_init(head: dict, rng: jax.Array) -> dict:

@@ -44,7 +44,7 @@ afterwards; one InfoNCE direction (query of view 1, key of view 2, as
 mean. The optimizer (SGD over every parameter, learning rate 0.03, weight
 decay 1e-4, cosine) is in `configs/pcl.py`.
 
-Not followed, and why (docs/fidelity.md):
+Not followed, and why (docs/fidelity.md#pcl):
   * ProtoNCE's denominator: the official code contrasts each query with the
     batch's B positive prototypes (repeats included) and r = 16384
     prototypes sampled from the others; `proto_nce` uses every prototype

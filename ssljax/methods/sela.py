@@ -50,7 +50,7 @@ N(0, 0.01²) on small features, neither balances the clusters nor follows
 the network). The optimizer (SGD over every parameter, momentum 0.9, weight
 decay 1e-5) is in `configs/sela.py`.
 
-Where this differs from the official code (see docs/fidelity.md): label
+Where this differs from the official code (docs/fidelity.md#sela): label
 updates delayed to the next dataset pass; Sinkhorn-Knopp for
 `sinkhorn_iters` iterations in float32 in the log domain, where the
 official code iterates in float64 until the column scalings change by less
