@@ -9,7 +9,9 @@ preset, all with the same number of epochs (`--epochs`; default the preset's,
 10 with `--quick`), once per seed 0 .. `--seeds` − 1 (the seed sets the
 initialisation, the views and the data order), in
 `<workdir>/<method>/seed<k>`. Re-running resumes unfinished runs and reuses
-the saved rows of finished ones. The frozen encoders are scored as in
+the saved rows of finished ones; `--reuse=table.json` takes the rows of a
+saved table (of the same dataset, epochs and overrides) instead of training
+those runs, to add methods or seeds to it. The frozen encoders are scored as in
 `pretrain.py`: weighted kNN and the fast probe (a monitor, not the standard
 linear evaluation of `linear_eval.py`), on all the training labels and on
 the fixed 10% and 1% subsets (`ssljax.train.evaluation.few_label_scores`:
@@ -79,6 +81,10 @@ _OVERRIDES = flags.DEFINE_string(
     "overrides", "", "More config overrides for every method, "
     "`key=value,...` as in the configs' argument (configs/common.py).")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Runs per method, seeds 0..N-1.")
+_REUSE = flags.DEFINE_string(
+    "reuse", None, "A table.json of the same dataset, epochs and overrides "
+    "whose finished rows are taken instead of training those runs again "
+    "(to add methods or seeds to a saved table).")
 
 # (metric, column title) of the accuracy columns.
 ACCURACIES = (("knn_top1", "kNN"), ("probe_top1", "probe"),
@@ -97,6 +103,25 @@ def method_config(name: str, dataset: str, epochs=None, overrides: str = ""):
 
 
 ROW_FILE = "table_row.json"
+
+
+def reused_rows(path: str, recipe: dict) -> dict:
+  """{(method, seed): row} of the finished runs of the table.json at
+  `path`; a row made with another `recipe` (dataset, epochs, overrides) is
+  an error."""
+  with open(path, encoding="utf-8") as f:
+    runs = json.load(f)["runs"]
+  rows = {}
+  for name, seed_rows in runs.items():
+    for row in seed_rows:
+      if name == PIXELS or "error" in row:
+        continue
+      made_with = {key: row.get(key) for key in recipe}
+      if made_with != recipe:
+        raise app.UsageError(f"--reuse={path}: the {name} seed {row['seed']} "
+                             f"row was made with {made_with}, not {recipe}.")
+      rows[name, row["seed"]] = row
+  return rows
 
 
 def run_method(name: str, dataset: str, workdir: str, epochs=None,
@@ -128,7 +153,8 @@ def run_method(name: str, dataset: str, workdir: str, epochs=None,
          **{key: final.get(key) for key, _ in ACCURACIES},
          "images_per_sec": statistics.median(throughput) if throughput
                            else None,
-         "wall_s": time.perf_counter() - start, "commit": commit()}
+         "wall_s": time.perf_counter() - start, "commit": commit(),
+         "dataset": dataset, "epochs": epochs, "overrides": overrides}
   if final["step"] == config.total_steps and jax.process_index() == 0:
     with open(row_path, "w", encoding="utf-8") as f:
       json.dump(row, f)
@@ -306,16 +332,18 @@ def main(argv):
   if epochs is None and _QUICK.value:
     epochs = QUICK_EPOCHS
   names = _METHODS.value or methods.names()
+  reused = reused_rows(_REUSE.value, {
+      "dataset": dataset, "epochs": epochs, "overrides": _OVERRIDES.value}
+                       ) if _REUSE.value else {}
   runs = {}
   baselines = [pixel_baseline(dataset, seed) for seed in range(seeds)]
   if baselines[0] is not None:
     runs[PIXELS] = baselines
   for name in names:
     logging.info("table: training %s on %s", name, dataset)
-    runs[name] = [run_method(name, dataset,
-                             os.path.join(workdir, name, f"seed{seed}"),
-                             epochs, _OVERRIDES.value, seed)
-                  for seed in range(seeds)]
+    runs[name] = [reused.get((name, seed)) or run_method(
+        name, dataset, os.path.join(workdir, name, f"seed{seed}"), epochs,
+        _OVERRIDES.value, seed) for seed in range(seeds)]
   if jax.process_index() != 0:
     return
   rows = [aggregate(seed_rows) for seed_rows in runs.values()]

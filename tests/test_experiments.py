@@ -225,6 +225,19 @@ def test_table_with_seeds_aggregates_and_reports_failures(tmp_path):
     source, *again = f.read().splitlines()
   assert again[4] == table[3]
   assert "(rows reused from commit(s) 0123abc)" in source
+  # `--reuse` takes a saved table's rows into a new workdir, no training;
+  # rows of another recipe are refused.
+  saved_table = tmp_path / "table.json"
+  run("table.py", f"--workdir={tmp_path / 'more'}", "--methods=simclr,dcl",
+      "--seeds=2", f"--overrides={overrides}", f"--reuse={saved_table}",
+      data_dir=data_dir)
+  with open(tmp_path / "more" / "table.md", encoding="utf-8") as f:
+    assert f.read().splitlines()[5] == table[3]
+  assert not (tmp_path / "more" / "simclr").exists()
+  refused = launch("table.py", f"--workdir={tmp_path / 'other'}",
+                   "--methods=simclr", "--quick", f"--reuse={saved_table}",
+                   data_dir=data_dir)
+  assert refused.returncode != 0 and "was made with" in refused.stderr
 
   # A method that cannot run gets its error in the table; the rest go on.
   lines = run("table.py", f"--workdir={tmp_path / 'bad'}",
