@@ -385,6 +385,29 @@ def test_registered_and_defaults_follow_the_papers():
           defaults["ijepa"]["distance"]) == (4, (0.15, 0.2), "smooth_l1")
 
 
+def test_ibot_head_starts_as_the_official_head_and_decays_its_g():
+  """bytedance/ibot `models/head.py`: the MLP's kernels N(0, 0.02²) and
+  biases 0, the last layer's V PyTorch's default U(±1/√bottleneck) (built
+  after `apply(_init_weights)`), g at 1 and, learnt (norm_last_layer=False,
+  iBOT's default), shaped [K, 1] and so weight-decayed."""
+  method = build("ibot", out_dim=512, hidden_dim=64, bottleneck_dim=64)
+  images, _ = shape_images(np.arange(4) % 4, 16)
+  params, _, method_state = method.init(jax.random.key(0),
+                                        jnp.asarray(images))
+  head = params["projector"]
+  hidden = np.asarray(head["mlp"]["layers"]["linear1"]["kernel"])
+  np.testing.assert_allclose(hidden.std(), 0.02, rtol=0.05)
+  last = head[models.DINO_LAST_LAYER]
+  bound = 1 / np.sqrt(64)
+  assert np.abs(np.asarray(last["kernel"])).max() <= bound
+  np.testing.assert_allclose(np.asarray(last["kernel"]).std(),
+                             bound / np.sqrt(3), rtol=0.05)
+  np.testing.assert_array_equal(last["scale"], 1.0)
+  assert train.decay_mask(head)[models.DINO_LAST_LAYER]["scale"]
+  jax.tree.map(np.testing.assert_array_equal, method_state.target.params,
+               params)
+
+
 @pytest.mark.parametrize("name, kwargs, match", [
     ("mae", dict(mask_ratio=1.0), "mask_ratio"),
     ("mae", dict(decoder_dim=30, decoder_heads=4), "decoder_dim"),

@@ -544,12 +544,12 @@ def test_dino_head_matches_numpy_and_weight_norm(norm_last_layer):
   p = as_f64(params)
   z, _ = np_mlp(p["mlp"], {}, np.asarray(x, np.float64), 3, np_gelu, True)
   v = p["last_layer"]["kernel"]
-  g = p["last_layer"].get("scale", np.ones(12))
+  g = p["last_layer"].get("scale", np.ones((1, 12)))  # [1, K] as weight_g
   w = g * v / np.sqrt((v ** 2).sum(0))
   assert_close(out, np_normalize(z) @ w)
   # Columns of the effective weight have norm g.
   eff = models.weight_norm(last["kernel"], last.get("scale"))
-  np.testing.assert_allclose(np.linalg.norm(eff, axis=0), g, rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(eff, axis=0), g[0], rtol=1e-5)
   # |logit_k| <= g_k since both factors are normalised.
   assert np.all(np.abs(out) <= g * (1 + 1e-5))
 

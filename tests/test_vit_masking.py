@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from flax import nnx
 
-from ssljax import models
+from ssljax import models, train
 from ssljax.models.vit import VisionTransformer
 
 KEY = jax.random.key(0)
@@ -545,3 +545,37 @@ def test_max_block_area_bounds_every_draw():
 def test_multiblock_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     models.multiblock_masks(KEY, 8, 14, 14, **kwargs)
+
+
+def test_initialisation_is_timms_untruncated_normal_002():
+  """timm's `trunc_normal_(std=.02)` cuts at ±2 absolute (100 std): the
+  kernels, embeddings and tokens are N(0, 0.02²), not cut at ±2σ (whose std
+  would be 0.0176), and the biases start at 0."""
+  vit = models.vit_small(patch_size=16, image_size=32, depth=2)
+  params, _ = vit.init(KEY, jnp.zeros((1, 32, 32, 3)))
+  block = params["blocks"]["block0"]
+  for kernel in (block["attn"]["query"]["kernel"], block["fc1"]["kernel"],
+                 params["patch_embed"]["kernel"], params["cls_token"]):
+    kernel = np.asarray(kernel)
+    np.testing.assert_allclose(kernel.std(), 0.02, rtol=0.05)
+    if kernel.size > 10_000:
+      assert np.abs(kernel).max() > 2.5 * 0.02
+  np.testing.assert_array_equal(block["attn"]["query"]["bias"], 0.0)
+
+
+def test_weight_decay_skips_every_bias_and_norm_of_the_vit():
+  """The official rule (rank 1 or a name ending in ".bias"): the attention's
+  [heads, head_dim] biases and the LayerNorms are not decayed, the kernels,
+  the tokens and the position embedding are."""
+  vit = models.vit_tiny(patch_size=4, image_size=8, depth=1)
+  params, _ = jax.eval_shape(vit.init, KEY, jnp.zeros((1, 8, 8, 3)))
+  decayed = {jax.tree_util.keystr(path): flag for path, flag in
+             jax.tree_util.tree_leaves_with_path(train.decay_mask(params))}
+  shapes = {jax.tree_util.keystr(path): leaf.shape for path, leaf in
+            jax.tree_util.tree_leaves_with_path(params)}
+  assert shapes["['blocks']['block0']['attn']['query']['bias']"] == (3, 64)
+  for name, flag in decayed.items():
+    want = not (name.endswith("['bias']") or len(shapes[name]) <= 1)
+    assert flag == want, name
+  assert decayed["['cls_token']"] and decayed["['pos_embed']"]
+  assert not decayed["['blocks']['block0']['norm1']['scale']"]

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssljax import methods, models
+from ssljax import methods, models, train
 from ssljax.data import augment
 from ssljax.evaluate import supervised
 from ssljax.evaluate.linear import LinearParams
@@ -299,8 +299,8 @@ def finetune_classifier(backbone: models.Model, backbone_params: PyTree,
 
   def decay_mask(params):
     return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: leaf.ndim > 1 and _keys(path)[:2] not in excluded,
-        params)
+        lambda path, decayed: decayed and _keys(path)[:2] not in excluded,
+        train.decay_mask(params))
 
   return Classifier(init=init, apply=apply,
                     source=(backbone_params, backbone_state), frozen=(),

@@ -190,8 +190,8 @@ def init_heads(key: jax.Array, *, num_heads: int, in_dim: int,
   weights and biases ~ U(−1/√D, 1/√D), PyTorch's `nn.Linear` default that
   the official DeeperCluster and SeLa (ResNet) heads keep (`dense_init`).
 
-  The biases have rank 2, so `ssljax.train.decay_mask` gives them weight
-  decay, as the official SGD (every parameter decayed) does.
+  The official SGD decays every parameter, biases included: the configs of
+  these methods set `optimizer.exclude_bias_and_norm=False`.
 
   Example:
     >>> import jax

@@ -72,7 +72,8 @@ import jax.numpy as jnp
 from ssljax import losses, models, state
 from ssljax.methods import _mim, _registry, _shared
 from ssljax.methods.base import Method, Schedule, StepOutput
-from ssljax.methods.dino import NUM_GLOBAL, last_layer_frozen
+from ssljax.methods.dino import (NUM_GLOBAL, last_layer_frozen,
+                                 official_head_init)
 from ssljax.state import center as center_lib
 
 CENTERINGS = ("centering", "sinkhorn_knopp")
@@ -194,6 +195,8 @@ def ibot(*, backbone: str = "vit_small",
 
   def init(rng, batch):
     params, model_state = _shared.initialize(setup, student, rng, batch)
+    params = dict(params, projector=official_head_init(
+        params["projector"], jax.random.fold_in(rng, 1)))
     _, teacher_state = _shared.initialize(setup, teacher, rng, batch)
     return params, model_state, IBOTState(
         _shared.Target(state.ema.init(params), teacher_state),

@@ -16,7 +16,7 @@ from flax.nnx.nn.dtypes import promote_dtype
 
 from ssljax._common import check_positive, l2_normalize, to_compute
 from ssljax.models._layers import (Dtype, batch_norm, check_last_dim,
-                                   trunc_normal)
+                                   normal_002)
 from ssljax.models.adapters import from_builder
 from ssljax.models.base import Model
 
@@ -87,7 +87,7 @@ def weight_norm(kernel: jax.Array, scale: Optional[jax.Array] = None
 
   Args:
     kernel: V, [in_dim, out_dim].
-    scale: g, [out_dim], or None.
+    scale: g, [out_dim] or [1, out_dim], or None.
 
   Returns:
     W, [in_dim, out_dim], whose column j has norm g_j.
@@ -114,9 +114,11 @@ class WeightNormLinear(nnx.Module):
                dtype: Optional[Dtype] = None, param_dtype: Dtype = jnp.float32,
                rngs: nnx.Rngs):
     self.dtype = dtype
-    self.kernel = nnx.Param(trunc_normal(rngs.params(), (in_dim, out_dim),
+    self.kernel = nnx.Param(normal_002(rngs.params(), (in_dim, out_dim),
                                          param_dtype))
-    self.scale = (nnx.Param(jnp.ones((out_dim,), param_dtype))
+    # g as [1, out_dim], the official `weight_g` ([out_dim, 1] in PyTorch's
+    # layout): rank 2, so weight decay reaches it as there.
+    self.scale = (nnx.Param(jnp.ones((1, out_dim), param_dtype))
                   if learn_scale else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -147,7 +149,7 @@ class DINOHead(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.mlp = MLP(in_dim, hidden_dim, bottleneck_dim, num_layers=num_layers,
                    use_bn=False, activation=_gelu,
-                   kernel_init=trunc_normal, **kw)
+                   kernel_init=normal_002, **kw)
     self.last_layer = WeightNormLinear(bottleneck_dim, out_dim,
                                        learn_scale=not norm_last_layer, **kw)
 

@@ -52,7 +52,7 @@ from flax.nnx.nn.dtypes import promote_dtype
 
 from ssljax._common import check_in_range, check_positive, check_rank
 from ssljax.models._layers import (Dtype, check_last_dim, in_order,
-                                   trunc_normal)
+                                   normal_002)
 from ssljax.models.adapters import from_builder
 from ssljax.models.base import Model
 from ssljax.models.conv import Conv
@@ -136,10 +136,10 @@ class EncoderBlock(nnx.Module):
     # keep_rngs=False: no dropout, so no RNG state ends up in model_state.
     self.attn = nnx.MultiHeadAttention(
         num_heads, dim, decode=False, keep_rngs=False,
-        kernel_init=trunc_normal, **kw)
+        kernel_init=normal_002, **kw)
     self.norm2 = nnx.LayerNorm(dim, epsilon=LN_EPSILON, **kw)
-    self.fc1 = nnx.Linear(dim, mlp_ratio * dim, kernel_init=trunc_normal, **kw)
-    self.fc2 = nnx.Linear(mlp_ratio * dim, dim, kernel_init=trunc_normal, **kw)
+    self.fc1 = nnx.Linear(dim, mlp_ratio * dim, kernel_init=normal_002, **kw)
+    self.fc2 = nnx.Linear(mlp_ratio * dim, dim, kernel_init=normal_002, **kw)
     self.drop_path = drop_path
 
   def __call__(self, x: jax.Array, attention_mask: Optional[jax.Array] = None,
@@ -221,12 +221,12 @@ class VisionTransformer(nnx.Module):
     self.remat = remat
     self.patch_embed = Conv(
         in_channels, dim, patch_size, strides=patch_size, padding="VALID",
-        kernel_init=trunc_normal, **kw)
-    self.cls_token = (nnx.Param(trunc_normal(rngs.params(), (1, 1, dim),
+        kernel_init=normal_002, **kw)
+    self.cls_token = (nnx.Param(normal_002(rngs.params(), (1, 1, dim),
                                              param_dtype))
                       if pool == "cls" else None)
     num_tokens = self.grid ** 2 + (pool == "cls")
-    self.pos_embed = (nnx.Param(trunc_normal(rngs.params(),
+    self.pos_embed = (nnx.Param(normal_002(rngs.params(),
                                              (1, num_tokens, dim),
                                              param_dtype))
                       if pos_embed == "learned" else None)
@@ -346,14 +346,14 @@ class TokenPredictor(nnx.Module):
     self.cls_token = cls_token
     self.dtype = dtype
     self.remat = remat
-    self.embed = nnx.Linear(in_dim, dim, kernel_init=trunc_normal, **kw)
-    self.mask_token = nnx.Param(trunc_normal(rngs.params(), (1, 1, dim),
+    self.embed = nnx.Linear(in_dim, dim, kernel_init=normal_002, **kw)
+    self.mask_token = nnx.Param(normal_002(rngs.params(), (1, 1, dim),
                                              param_dtype))
     self.blocks = nnx.Dict({
         f"block{i}": EncoderBlock(dim, num_heads, mlp_ratio=mlp_ratio, **kw)
         for i in range(depth)})
     self.norm = nnx.LayerNorm(dim, epsilon=LN_EPSILON, **kw)
-    self.proj = nnx.Linear(dim, out_dim, kernel_init=trunc_normal, **kw)
+    self.proj = nnx.Linear(dim, out_dim, kernel_init=normal_002, **kw)
 
   def __call__(self, context: jax.Array, *, grid: tuple[int, int],
                context_index: jax.Array, target_index: jax.Array,

@@ -107,17 +107,28 @@ def learning_rate_schedule(config) -> optax.Schedule:
 def decay_mask(params: PyTree) -> PyTree:
   """True for the leaves that are not biases or normalisation parameters.
 
-  Kernels (rank >= 2) are True; biases and BatchNorm/LayerNorm scales and
-  offsets (rank <= 1) False. With `exclude_bias_and_norm` only the former
-  get weight decay and LARS adaptation.
+  Kernels and embeddings (rank >= 2) are True; BatchNorm/LayerNorm scales
+  and offsets (rank <= 1) and every leaf named "bias", whatever its rank (an
+  attention layer's [heads, head_dim] query/key/value biases: the fused
+  `qkv.bias` of the official ViTs is 1-D), are False. With
+  `exclude_bias_and_norm` only the former get weight decay and LARS
+  adaptation, the rule of timm's `add_weight_decay` and DINO's
+  `get_params_groups` (rank 1 or a name ending in ".bias").
 
   Example:
     >>> import jax.numpy as jnp
     >>> from ssljax.train import decay_mask
-    >>> print(decay_mask({"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}))
-    {'bias': False, 'kernel': True}
+    >>> print(decay_mask({"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2),
+    ...                   "query": {"bias": jnp.ones((2, 4))}}))
+    {'bias': False, 'kernel': True, 'query': {'bias': False}}
   """
-  return jax.tree.map(lambda x: x.ndim > 1, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: x.ndim > 1 and _leaf_name(path) != "bias", params)
+
+
+def _leaf_name(path) -> str:
+  last = path[-1] if path else None
+  return str(getattr(last, "key", getattr(last, "name", "")))
 
 
 def map_param_trees(fn: Callable, state: PyTree, *rest: PyTree,
