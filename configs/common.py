@@ -77,9 +77,11 @@ whose last 4×4 map is flattened, 7×7 for the patch tasks; 30 epochs in
 minutes on 2 CPU cores, views scaled to 28×28 digits; docs/mnist5k_recipes.md
 has the sweeps behind them); cifar10/cifar100 and imagenet100 are
 solo-learn's (da Costa et al., JMLR 2022: ResNet-18, 1000 and 400 epochs);
-imagenet2012 follows each paper's ResNet-50 recipe. One difference holds
-for all: solo-learn's LARS clips its adaptive rate (`clip_lr`, η = 0.02),
-optax's LARS (η = 1e-3) does not.
+imagenet2012 follows each paper's ResNet-50 recipe. Solo-learn's LARS
+applies the rate after the momentum (PyTorch's SGD under it), which the
+cifar and imagenet100 presets follow (`optimizer.lars_rate_after_momentum`);
+one difference holds for all of them: solo-learn's LARS clips its adaptive
+rate (`clip_lr`, η = 0.02), optax's LARS (η = 1e-3) does not.
 """
 
 from __future__ import annotations
@@ -151,10 +153,12 @@ DATASET_RECIPES = {
         "method.backbone": "resnet18",
         "method.backbone_kwargs": {"stem": "cifar"}, "batch_size": 256,
         "total_epochs": 1000.0, "optimizer.warmup_steps": epochs(10),
+        "optimizer.lars_rate_after_momentum": True,
         "compute_dtype": "bfloat16"},
     "imagenet100": {
         "method.backbone": "resnet18", "batch_size": 256,
         "total_epochs": 400.0, "optimizer.warmup_steps": epochs(10),
+        "optimizer.lars_rate_after_momentum": True,
         "compute_dtype": "bfloat16"},
     "imagenet2012": {
         "method.backbone": "resnet50", "batch_size": 4096,
@@ -305,6 +309,7 @@ def base_config(method_name: str, preset: str) -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict(dict(
       name="lars", learning_rate=0.3, weight_decay=1e-6, momentum=0.9,
       warmup_steps=0, exclude_bias_and_norm=True,
+      lars_rate_after_momentum=False,
       weight_decay_end=ml_collections.config_dict.placeholder(float),
       clip_grad=0.0, clip_per_parameter=False, bias_lr_scale=1.0,
       constant_lr_parts=()))

@@ -38,7 +38,7 @@ RECIPES = {
                 **common.MNIST5K_ADAMW},
     "cifar": {**_SOLO_LEARN, **_SOLO_LEARN_CROPS, "method.queue_size": 32768},
     "imagenet100": {**_SOLO_LEARN, **_SOLO_LEARN_CROPS,
-                    "method.queue_size": 65536, "batch_size": 128},
+                    "method.queue_size": 65536},
     "imagenet2012": {"batch_size": 256, "total_epochs": 800.0,
                      "optimizer.name": "sgd", "optimizer.learning_rate": 0.03,
                      "optimizer.weight_decay": 1e-4,

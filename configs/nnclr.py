@@ -29,7 +29,7 @@ RECIPES = {
                 "method.queue_size": 2048, **common.MNIST5K_ADAMW,
                 "optimizer.learning_rate": 1.2e-2},
     "cifar": _SOLO_LEARN,
-    "imagenet100": {**_SOLO_LEARN, "batch_size": 128},
+    "imagenet100": _SOLO_LEARN,
     "imagenet2012": {"total_epochs": 1000.0, "optimizer.learning_rate": 0.3,
                      "optimizer.weight_decay": 1e-6},
 }

@@ -50,7 +50,6 @@ RECIPES = {
     "imagenet100": {**SOLO_LEARN_HEAD, **SOLO_LEARN_VIEWS,
                     "method.proj_hidden_dim": 4096,
                     "method.proj_dim": 512, "method.temperature": 0.2,
-                    "batch_size": 128,
                     "optimizer.learning_rate": 0.3,
                     "optimizer.weight_decay": 1e-4},
     "imagenet2012": {"total_epochs": 1000.0, "optimizer.learning_rate": 0.3,

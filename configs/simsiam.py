@@ -42,8 +42,7 @@ RECIPES = {
                 **common.MNIST5K_ADAMW, "optimizer.learning_rate": 1.2e-2,
                 "optimizer.weight_decay": 0.05},
     "cifar": {**_SOLO_LEARN, **_SOLO_LEARN_CIFAR_VIEWS},
-    "imagenet100": {**_SOLO_LEARN, **_SOLO_LEARN_IMAGENET100_VIEWS,
-                    "batch_size": 128},
+    "imagenet100": {**_SOLO_LEARN, **_SOLO_LEARN_IMAGENET100_VIEWS},
     # The projector's hidden width is the ResNet-50's 2048 features.
     "imagenet2012": {"batch_size": 512, "method.proj_hidden_dim": 2048,
                      "method.backbone_kwargs": {"zero_init_residual": True},

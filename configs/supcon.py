@@ -40,8 +40,7 @@ RECIPES = {
                 "method.proj_dim": 64},
     "cifar": {**_SOLO_LEARN, **_SOLO_LEARN_VIEWS},
     "imagenet100": {**_SOLO_LEARN, **_SOLO_LEARN_VIEWS,
-                    "method.proj_dim": 512, "batch_size": 128,
-                    "optimizer.learning_rate": 0.5},
+                    "method.proj_dim": 512, "optimizer.learning_rate": 0.5},
     "imagenet2012": {"total_epochs": 350.0, "optimizer.learning_rate": 0.3,
                      "optimizer.weight_decay": 1e-6},
 }

@@ -45,12 +45,12 @@ RECIPES = {
                 **common.MNIST5K_ADAMW, "optimizer.learning_rate": 1.2e-2,
                 "optimizer.weight_decay": 0.2},
     "cifar": _SOLO_LEARN,
-    "imagenet100": {**_SOLO_LEARN, "batch_size": 128,
-                    "method.augment.num_local": 0,
+    "imagenet100": {**_SOLO_LEARN, "method.augment.num_local": 0,
                     "method.augment.global_scale": (0.08, 1.0)},
     # The factory's defaults: the 800-epoch script's crops, K, T, ε and 313
     # frozen iterations; LARC adapts and decays every parameter.
-    "imagenet2012": {"total_epochs": 800.0, "optimizer.learning_rate": 0.3,
+    "imagenet2012": {"optimizer.lars_rate_after_momentum": True,
+                     "total_epochs": 800.0, "optimizer.learning_rate": 0.3,
                      "optimizer.weight_decay": 1e-6,
                      "optimizer.exclude_bias_and_norm": False},
 }

@@ -966,6 +966,32 @@ def test_configs_fit_a_short_run(name, caplog):
       assert methods.build(fitted).name == name
 
 
+@pytest.mark.parametrize("name", ["simclr", "dcl", "moco_v2", "moco_v3",
+                                  "byol", "simsiam", "barlow_twins",
+                                  "vicreg", "nnclr", "supcon", "swav",
+                                  "dino"])
+def test_imagenet100_trains_at_solo_learns_global_batch(name):
+  """solo-learn's `scripts/pretrain/imagenet-100/*.yaml` give `batch_size:
+  128` per GPU on `devices: [0, 1]`, a global batch of 256 (its rate scales
+  with batch_size × devices / 256); CIFAR's 256 are on one GPU."""
+  for preset in ("imagenet100", "cifar10"):
+    assert config_module(name).get_config(preset).batch_size == 256, preset
+
+
+def test_lars_applies_the_rate_where_each_official_code_does():
+  """After the momentum in PyTorch's order (BYOL's `scale_by_lars` then the
+  rate, the LARS of Barlow Twins, VICReg and MoCo v3, SwAV's LARC over SGD,
+  solo-learn's LARS for every cifar and imagenet100 preset), before it in
+  SimCLR's TF LARS (and so DCL's, NNCLR's and SupCon's ImageNet presets)."""
+  after = ("byol", "barlow_twins", "vicreg", "moco_v3", "swav")
+  for name in (*after, "simclr", "dcl", "nnclr", "supcon"):
+    module = config_module(name)
+    for preset in ("cifar10", "imagenet100"):
+      assert module.get_config(preset).optimizer.lars_rate_after_momentum
+    assert module.get_config(
+        "imagenet2012").optimizer.lars_rate_after_momentum == (name in after)
+
+
 def test_official_recipes_of_group_a():
   """The parameter groups and settings of the official code (see
   docs/fidelity.md), preset by preset."""

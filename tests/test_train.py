@@ -41,13 +41,17 @@ def numpy_update(name, params, grads, slots, t, *, lr, wd, momentum,
       continue
     g = grads[k].astype(np.float64)
     decay = wd if w.ndim > 1 else 0.0
-    if name == "lars":
+    if name in ("lars", "lars_torch"):
       g = g + decay * w
       if w.ndim > 1:
         w_norm, g_norm = np.linalg.norm(w), np.linalg.norm(g)
         g = g * (eta * w_norm / g_norm if w_norm > 0 and g_norm > 0 else 1.0)
-      slots[k] = momentum * slots.get(k, 0.0) + lr * g
-      new[k] = w - slots[k]
+      if name == "lars":  # optax / SimCLR's TF LARS: the rate, then momentum
+        slots[k] = momentum * slots.get(k, 0.0) + lr * g
+        new[k] = w - slots[k]
+      else:  # PyTorch's buffer (solo-learn, moco-v3, swav's LARC)
+        slots[k] = momentum * slots.get(k, 0.0) + g
+        new[k] = w - lr * slots[k]
     elif name == "sgd":
       slots[k] = momentum * slots.get(k, 0.0) + g + decay * w
       new[k] = w - lr * slots[k]
@@ -104,12 +108,16 @@ def test_decay_mask_excludes_biases_and_norm_parameters():
       "dense": True}
 
 
-@pytest.mark.parametrize("name", ["lars", "adamw", "sgd"])
+@pytest.mark.parametrize("name", ["lars", "lars_torch", "adamw", "sgd"])
 def test_optimizer_matches_numpy_reference(name):
+  """lars_torch: `lars_rate_after_momentum`, the order of PyTorch's
+  momentum buffer (solo-learn's `LARS.step`); over a warm-up the two LARS
+  differ."""
   config = toy.make_config(batch_size=128, total_steps=10, **{
-      "optimizer.name": name, "optimizer.learning_rate": 0.4,
+      "optimizer.name": name.split("_")[0], "optimizer.learning_rate": 0.4,
       "optimizer.weight_decay": 0.05, "optimizer.momentum": 0.9,
-      "optimizer.warmup_steps": 2})
+      "optimizer.warmup_steps": 2,
+      "optimizer.lars_rate_after_momentum": name == "lars_torch"})
   rng = np.random.default_rng(0)
   params = {"kernel": rng.normal(size=(3, 2)).astype(np.float32),
             "bias": rng.normal(size=2).astype(np.float32)}

@@ -12,6 +12,13 @@ Fields of `config.optimizer` (an `ml_collections.ConfigDict`):
 * `momentum` (default 0.9): heavy-ball momentum of LARS and SGD, β1 of AdamW.
 * `b2` (default 0.999): AdamW's β2.
 * `trust_coefficient` (default 1e-3): LARS's η.
+* `lars_rate_after_momentum` (default False): where LARS applies the rate.
+  False: before the momentum, v ← m·v + lr·u, w ← w − v (optax's `lars`, the
+  SimCLR TF code); True: after it, v ← m·v + u, w ← w − lr·v (PyTorch's SGD
+  momentum, under the LARS of BYOL, Barlow Twins, VICReg, MoCo v3, SwAV's
+  LARC and solo-learn). The two agree at a constant rate; while the rate
+  changes (warm-up, decay) the first weighs each past update by the rate of
+  its own step, the second by the current one.
 * `warmup_steps` (default 0): linear warm-up from 0 to the peak rate, then a
   cosine decay to 0 at `config.total_steps` (Loshchilov & Hutter 2017).
 * `exclude_bias_and_norm` (default True): biases and normalisation
@@ -323,9 +330,16 @@ def make_optimizer(config, *, frozen: Optional[Callable] = None
 
   def base(lr, momentum=momentum):
     if opt.name == "lars":
-      return optax.lars(lr, weight_decay=decay, weight_decay_mask=mask,
-                        trust_coefficient=opt.get("trust_coefficient", 1e-3),
-                        trust_ratio_mask=mask, momentum=momentum)
+      trust = opt.get("trust_coefficient", 1e-3)
+      if not opt.get("lars_rate_after_momentum", False):
+        return optax.lars(lr, weight_decay=decay, weight_decay_mask=mask,
+                          trust_coefficient=trust, trust_ratio_mask=mask,
+                          momentum=momentum)
+      return optax.chain(
+          optax.add_decayed_weights(decay, mask=mask),
+          optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust),
+                       mask),
+          optax.trace(decay=momentum), optax.scale_by_learning_rate(lr))
     if opt.name == "adamw":
       return optax.chain(
           scale_by_adam_per_parameter(b1=momentum, b2=opt.get("b2", 0.999)),
