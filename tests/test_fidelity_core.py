@@ -220,7 +220,8 @@ def test_dino_factory_defaults_are_main_dinos():
 
 def test_dino_student_vit_drops_paths_and_the_teacher_does_not():
   """`main_dino.py` builds the student ViT with `--drop_path_rate` 0.1 and
-  the teacher without; its ResNets have none."""
+  the teacher without; its ResNets have none. Its patch embedding keeps
+  PyTorch's Conv2d draw."""
   assert inspect.signature(methods.dino).parameters[
       "drop_path_rate"].default is None
   assert dino_lib.student_drop_path("vit_small", None, None) == 0.1
@@ -243,6 +244,16 @@ def test_dino_student_vit_drops_paths_and_the_teacher_does_not():
                                   out_again.update.teacher_logits)
     return float(loss), float(again)
 
+  # The ViT's patch embedding keeps PyTorch's Conv2d draw, as DINO's.
+  method = methods.dino(backbone="vit_tiny", backbone_kwargs={
+      "patch_size": 4, "image_size": 16, "depth": 1}, hidden_dim=16,
+                        bottleneck_dim=8, out_dim=32,
+                        augment={**GLOBAL_CROPS, "global_size": 16})
+  patch = method.init(KEY, images)[0]["backbone"]["patch_embed"]
+  bound = 1 / np.sqrt(4 * 4 * 3)
+  assert np.abs(np.asarray(patch["bias"])).max() <= bound
+  np.testing.assert_allclose(np.asarray(patch["kernel"]).std(),
+                             bound / np.sqrt(3), rtol=0.1)
   first, second = two_steps(0.5)
   assert first != second  # the student's paths were drawn anew
   first, second = two_steps(0.0)

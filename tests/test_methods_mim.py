@@ -385,7 +385,7 @@ def test_registered_and_defaults_follow_the_papers():
           defaults["ijepa"]["distance"]) == (4, (0.15, 0.2), "smooth_l1")
 
 
-def test_ibot_head_starts_as_the_official_head_and_decays_its_g():
+def test_ibot_starts_as_the_official_head_and_patch_embedding():
   """bytedance/ibot `models/head.py`: the MLP's kernels N(0, 0.02²) and
   biases 0, the last layer's V PyTorch's default U(±1/√bottleneck) (built
   after `apply(_init_weights)`), g at 1 and, learnt (norm_last_layer=False,
@@ -404,6 +404,15 @@ def test_ibot_head_starts_as_the_official_head_and_decays_its_g():
                              bound / np.sqrt(3), rtol=0.05)
   np.testing.assert_array_equal(last["scale"], 1.0)
   assert train.decay_mask(head)[models.DINO_LAST_LAYER]["scale"]
+  # The patch embedding keeps PyTorch's Conv2d draw (`_init_weights` only
+  # redraws Linear and LayerNorm): U(±1/√(p·p·C)), bias included.
+  patch = params["backbone"]["patch_embed"]
+  assert patch["kernel"].shape == (4, 4, 1, 192)  # gray toy images
+  bound = 1 / np.sqrt(4 * 4 * 1)
+  for leaf in (patch["kernel"], patch["bias"]):
+    assert np.abs(np.asarray(leaf)).max() <= bound
+  np.testing.assert_allclose(np.asarray(patch["kernel"]).std(),
+                             bound / np.sqrt(3), rtol=0.1)
   jax.tree.map(np.testing.assert_array_equal, method_state.target.params,
                params)
 

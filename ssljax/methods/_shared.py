@@ -426,6 +426,19 @@ def torch_linear_init(key: jax.Array, shape: tuple, fan_in: int
   return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
+def torch_conv_init(conv: dict, rng: jax.Array) -> dict:
+  """A convolution's {"kernel": [kh, kw, c_in, c_out], "bias"} drawn again
+  as PyTorch's default `nn.Conv2d`: both U(±1/√fan_in), fan_in = kh·kw·c_in.
+  Where DINO's and iBOT's ViT patch embedding starts: their
+  `_init_weights` redraws only the Linear and LayerNorm layers."""
+  kh, kw, c_in, _ = conv["kernel"].shape
+  kernel_key, bias_key = jax.random.split(rng)
+  return dict(conv, kernel=torch_linear_init(
+      kernel_key, conv["kernel"].shape, kh * kw * c_in),
+              bias=torch_linear_init(bias_key, conv["bias"].shape,
+                                     kh * kw * c_in))
+
+
 def redraw_dense(params: PyTree, rng: jax.Array, kernel_init: DenseInit,
                  bias_init: Optional[DenseInit] = None) -> PyTree:
   """`params` with every dense layer drawn again from an official init.

@@ -131,6 +131,7 @@ def dino(*, backbone: str | models.Model = "vit_small",
          center_momentum=center_momentum, momentum=momentum)
   teacher_setup = _shared.setup(backbone, backbone_kwargs, augment, dtype)
   rate = student_drop_path(backbone, backbone_kwargs, drop_path_rate)
+  vit = isinstance(backbone, str) and backbone in models.VIT_SIZES
   setup = (_shared.setup(backbone, {**dict(backbone_kwargs or {}),
                                     "drop_path_rate": rate}, augment, dtype)
            if rate else teacher_setup)
@@ -146,6 +147,10 @@ def dino(*, backbone: str | models.Model = "vit_small",
     params, model_state = _shared.initialize(setup, model, rng, batch)
     params = dict(params, projector=official_head_init(
         params["projector"], jax.random.fold_in(rng, 1)))
+    if vit:  # The official ViT's patch embedding keeps PyTorch's Conv2d draw.
+      params["backbone"] = dict(params["backbone"], patch_embed=(
+          _shared.torch_conv_init(params["backbone"]["patch_embed"],
+                                  jax.random.fold_in(rng, 2))))
     # Without drop path the two networks hold the same state.
     _, teacher_state = (_shared.initialize(teacher_setup, teacher_model, rng,
                                            batch) if rate

@@ -195,8 +195,12 @@ def ibot(*, backbone: str = "vit_small",
 
   def init(rng, batch):
     params, model_state = _shared.initialize(setup, student, rng, batch)
+    # The official head's and patch embedding's draws (dino.py's init).
+    patch_embed = _shared.torch_conv_init(params["backbone"]["patch_embed"],
+                                          jax.random.fold_in(rng, 2))
     params = dict(params, projector=official_head_init(
-        params["projector"], jax.random.fold_in(rng, 1)))
+        params["projector"], jax.random.fold_in(rng, 1)),
+                  backbone=dict(params["backbone"], patch_embed=patch_embed))
     _, teacher_state = _shared.initialize(setup, teacher, rng, batch)
     return params, model_state, IBOTState(
         _shared.Target(state.ema.init(params), teacher_state),
