@@ -37,7 +37,7 @@ def vit(backbone, backbone_kwargs: Optional[Mapping], dtype: str, fn: str, *,
   """The ViT `backbone` (a preset name) built with `defaults`, then the
   user's `backbone_kwargs`, then `required` (which the user may only
   repeat); `dtype` computes, parameters stay float32."""
-  if not isinstance(backbone, str) or backbone not in models.VIT_SIZES:
+  if not _shared.is_vit_preset(backbone):
     raise ValueError(
         f"{fn}: `backbone` must be a ViT preset, one of {VIT_NAMES} (the "
         f"method masks its patch tokens), got {backbone!r}.")

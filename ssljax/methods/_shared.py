@@ -426,17 +426,21 @@ def torch_linear_init(key: jax.Array, shape: tuple, fan_in: int
   return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
+def is_vit_preset(backbone: str | models.Model) -> bool:
+  """Whether `backbone` names one of `models.VIT_SIZES`."""
+  return isinstance(backbone, str) and backbone in models.VIT_SIZES
+
+
 def torch_conv_init(conv: dict, rng: jax.Array) -> dict:
   """A convolution's {"kernel": [kh, kw, c_in, c_out], "bias"} drawn again
   as PyTorch's default `nn.Conv2d`: both U(±1/√fan_in), fan_in = kh·kw·c_in.
   Where DINO's and iBOT's ViT patch embedding starts: their
   `_init_weights` redraws only the Linear and LayerNorm layers."""
   kh, kw, c_in, _ = conv["kernel"].shape
-  kernel_key, bias_key = jax.random.split(rng)
-  return dict(conv, kernel=torch_linear_init(
-      kernel_key, conv["kernel"].shape, kh * kw * c_in),
-              bias=torch_linear_init(bias_key, conv["bias"].shape,
-                                     kh * kw * c_in))
+  keys = jax.random.split(rng)
+  return dict(conv, **{name: torch_linear_init(key, conv[name].shape,
+                                               kh * kw * c_in)
+                       for name, key in zip(("kernel", "bias"), keys)})
 
 
 def redraw_dense(params: PyTree, rng: jax.Array, kernel_init: DenseInit,

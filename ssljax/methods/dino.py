@@ -131,7 +131,7 @@ def dino(*, backbone: str | models.Model = "vit_small",
          center_momentum=center_momentum, momentum=momentum)
   teacher_setup = _shared.setup(backbone, backbone_kwargs, augment, dtype)
   rate = student_drop_path(backbone, backbone_kwargs, drop_path_rate)
-  vit = isinstance(backbone, str) and backbone in models.VIT_SIZES
+  vit = _shared.is_vit_preset(backbone)
   setup = (_shared.setup(backbone, {**dict(backbone_kwargs or {}),
                                     "drop_path_rate": rate}, augment, dtype)
            if rate else teacher_setup)
@@ -147,10 +147,9 @@ def dino(*, backbone: str | models.Model = "vit_small",
     params, model_state = _shared.initialize(setup, model, rng, batch)
     params = dict(params, projector=official_head_init(
         params["projector"], jax.random.fold_in(rng, 1)))
-    if vit:  # The official ViT's patch embedding keeps PyTorch's Conv2d draw.
-      params["backbone"] = dict(params["backbone"], patch_embed=(
-          _shared.torch_conv_init(params["backbone"]["patch_embed"],
-                                  jax.random.fold_in(rng, 2))))
+    if vit:
+      params["backbone"] = official_patch_embed(params["backbone"],
+                                                jax.random.fold_in(rng, 2))
     # Without drop path the two networks hold the same state.
     _, teacher_state = (_shared.initialize(teacher_setup, teacher_model, rng,
                                            batch) if rate
@@ -191,7 +190,7 @@ def student_drop_path(backbone, backbone_kwargs: Mapping | None,
                       rate: float | None) -> float:
   """The student's stochastic depth: `rate`, or `main_dino.py`'s
   `--drop_path_rate` 0.1 for its ViTs when None (0 for other backbones)."""
-  vit = isinstance(backbone, str) and backbone in models.VIT_SIZES
+  vit = _shared.is_vit_preset(backbone)
   if "drop_path_rate" in dict(backbone_kwargs or {}):
     raise ValueError("dino: set the student's stochastic depth with "
                      "`drop_path_rate`, not `backbone_kwargs` (the teacher "
@@ -204,6 +203,14 @@ def student_drop_path(backbone, backbone_kwargs: Mapping | None,
                      f"backbone ({', '.join(models.VIT_SIZES)}), got "
                      f"{backbone!r}.")
   return rate
+
+
+def official_patch_embed(vit: dict, rng: jax.Array) -> dict:
+  """A ViT's parameters with the patch embedding PyTorch's default Conv2d
+  draw, where the official DINO and iBOT ViTs leave it (`_init_weights`
+  redraws only Linear and LayerNorm layers)."""
+  return dict(vit, patch_embed=_shared.torch_conv_init(vit["patch_embed"],
+                                                       rng))
 
 
 def official_head_init(head: dict, rng: jax.Array) -> dict:

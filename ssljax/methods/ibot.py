@@ -73,7 +73,7 @@ from ssljax import losses, models, state
 from ssljax.methods import _mim, _registry, _shared
 from ssljax.methods.base import Method, Schedule, StepOutput
 from ssljax.methods.dino import (NUM_GLOBAL, last_layer_frozen,
-                                 official_head_init)
+                                 official_head_init, official_patch_embed)
 from ssljax.state import center as center_lib
 
 CENTERINGS = ("centering", "sinkhorn_knopp")
@@ -195,12 +195,10 @@ def ibot(*, backbone: str = "vit_small",
 
   def init(rng, batch):
     params, model_state = _shared.initialize(setup, student, rng, batch)
-    # The official head's and patch embedding's draws (dino.py's init).
-    patch_embed = _shared.torch_conv_init(params["backbone"]["patch_embed"],
-                                          jax.random.fold_in(rng, 2))
     params = dict(params, projector=official_head_init(
         params["projector"], jax.random.fold_in(rng, 1)),
-                  backbone=dict(params["backbone"], patch_embed=patch_embed))
+                  backbone=official_patch_embed(params["backbone"],
+                                                jax.random.fold_in(rng, 2)))
     _, teacher_state = _shared.initialize(setup, teacher, rng, batch)
     return params, model_state, IBOTState(
         _shared.Target(state.ema.init(params), teacher_state),

@@ -330,16 +330,16 @@ def make_optimizer(config, *, frozen: Optional[Callable] = None
 
   def base(lr, momentum=momentum):
     if opt.name == "lars":
-      trust = opt.get("trust_coefficient", 1e-3)
-      if not opt.get("lars_rate_after_momentum", False):
-        return optax.lars(lr, weight_decay=decay, weight_decay_mask=mask,
-                          trust_coefficient=trust, trust_ratio_mask=mask,
-                          momentum=momentum)
+      # optax's `lars`, with the rate and the momentum in either order.
+      rate_then_momentum = (optax.scale_by_learning_rate(lr),
+                            optax.trace(decay=momentum))
+      if opt.get("lars_rate_after_momentum", False):
+        rate_then_momentum = rate_then_momentum[::-1]
       return optax.chain(
           optax.add_decayed_weights(decay, mask=mask),
-          optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust),
-                       mask),
-          optax.trace(decay=momentum), optax.scale_by_learning_rate(lr))
+          optax.masked(optax.scale_by_trust_ratio(
+              trust_coefficient=opt.get("trust_coefficient", 1e-3)), mask),
+          *rate_then_momentum)
     if opt.name == "adamw":
       return optax.chain(
           scale_by_adam_per_parameter(b1=momentum, b2=opt.get("b2", 0.999)),
