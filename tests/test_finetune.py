@@ -157,8 +157,8 @@ def test_finetuning_takes_the_network_encode_evaluates(pretrained):
                                              dtype=np.uint8)
   mean, std = protocols.normalization(config, 1)
   assert (mean, std) == ((0.1307,), (0.3081,))
-  backbone = protocols.backbone_of(config)
   method = methods.build(config)
+  backbone = protocols.backbone_of(config, method)
   weights = protocols.encoder_weights(method, backbone, state.params,
                                       state.model_state, state.method_state,
                                       images, mean=mean, std=std)

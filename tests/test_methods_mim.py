@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 
 from _toy_data import alternating_batches, shape_images
-from configs import common
+from test_linear_eval import run_cli
+from configs import common, ibot as ibot_config
 from ssljax import losses, methods, models, state as state_lib, train
+from ssljax.evaluate import protocols
 from ssljax.methods import _mim, _shared
 from ssljax.methods.ibot import IBOTState
 from ssljax.methods.ijepa import IJEPAState
@@ -325,6 +327,61 @@ def test_encode_reads_the_target_network(name):
   changed = encode(params, model_state,
                           method_state._replace(target=target), images)
   assert not np.allclose(changed, features)
+
+
+@pytest.mark.parametrize("name,kwargs", [("mae", {}),
+                                         ("mae", {"eval_pool": "mean"}),
+                                         ("ibot", {}), ("ijepa", {})])
+def test_finetuning_starts_from_the_network_encode_evaluates(name, kwargs):
+  # The fine-tuned network is the method's own ViT (MAE's sin-cos embedding
+  # and pooling, iBOT's mask token, I-JEPA's mean pool) with the weights
+  # `encode` reads: at the start its head sees exactly `encode`'s features.
+  # Two blocks: the first has no stochastic depth (rates 0 ... 0.1).
+  method = build(name, backbone_kwargs={**VIT, "depth": 2}, **kwargs)
+  images = toy_batches(1)[0]["image"]
+  params, model_state, method_state = method.init(jax.random.key(0), images)
+  online = params["backbone"]
+  if hasattr(method_state, "target"):  # Moved, to tell it from the online.
+    target = method_state.target._replace(params=jax.tree.map(
+        lambda x: x * 1.1, method_state.target.params))
+    method_state = method_state._replace(target=target)
+    online = target.params["backbone"]
+  mean, std = (0.1307,), (0.3081,)
+  weights = protocols.encoder_weights(
+      method, protocols.backbone_of(None, method), params, model_state,
+      method_state, images, mean=mean, std=std)
+  assert weights[0] is online
+  classifier = protocols.finetune_classifier(
+      protocols.backbone_of(None, method, drop_path_rate=0.1), *weights,
+      num_classes=4, mean=mean, std=std, layer_decay=0.65)
+  ft_params, ft_state = classifier.init(jax.random.key(1), classifier.source,
+                                        images)
+  logits, _ = jax.jit(functools.partial(classifier.apply, train=False))(
+      ft_params, ft_state, (), images)
+  features = jax.jit(method.encode)(params, model_state, method_state, images)
+  head = ft_params["head"]
+  np.testing.assert_allclose(logits, features @ head.weights + head.bias,
+                             rtol=1e-4, atol=1e-6)
+  # Stochastic depth acts in train mode only.
+  dropped, _ = classifier.apply(ft_params, ft_state, (), images, train=True)
+  assert not np.allclose(dropped, logits)
+
+
+def test_ibot_fine_tunes_from_the_command_line(tmp_path):
+  # The real path: a pre-training run of the mnist5k recipe, then
+  # experiments/finetune.py on its workdir.
+  config = ibot_config.get_config(
+      "mnist5k,total_steps=2,batch_size=32,checkpoint_every=2,log_every=1")
+  config.unlock()
+  config.method.backbone_kwargs = {"patch_size": 7, "image_size": 28,
+                                   "depth": 1}
+  config.data_dir = str(tmp_path / "data")
+  train.train(config, str(tmp_path / "run"))
+  line = run_cli("finetune.py", f"--workdir={tmp_path / 'run'}",
+                 "--label_fraction=0.1", "--protocol.epochs=1",
+                 "--protocol.batch_size=64",
+                 "--protocol.optimizer.warmup_epochs=0")
+  assert line.startswith("ibot on mnist5k, step 2: finetune_top1=")
 
 
 def test_ijepa_predicts_the_target_blocks_from_the_context_only():

@@ -399,16 +399,20 @@ def normalization(pretrain_config, channels: int
   return tuple(spec["mean"]), tuple(spec["std"])
 
 
-def backbone_of(pretrain_config, *, drop_path_rate: float = 0.0
-                ) -> models.Model:
-  """The run's backbone `Model`, built as the method factories build it,
-  with stochastic depth `drop_path_rate` if positive (ViTs only)."""
-  method = pretrain_config.method
-  kwargs = dict(method.get("backbone_kwargs") or {})
+def backbone_of(pretrain_config, method: methods.Method, *,
+                drop_path_rate: float = 0.0) -> models.Model:
+  """The run's backbone `Model` as `method` (built from `pretrain_config`)
+  builds it: its own `backbone` where it has one (the masked image
+  models' ViTs), else the config's preset with its `backbone_kwargs`; with
+  stochastic depth `drop_path_rate` if positive (ViTs only)."""
+  if method.backbone is not None:
+    return method.backbone(drop_path_rate)
+  config = pretrain_config.method
+  kwargs = dict(config.get("backbone_kwargs") or {})
   if drop_path_rate:
     kwargs["drop_path_rate"] = drop_path_rate
-  return models.get(method.backbone, **kwargs,
-                    dtype=jnp.dtype(method.get("dtype", "float32")),
+  return models.get(config.backbone, **kwargs,
+                    dtype=jnp.dtype(config.get("dtype", "float32")),
                     param_dtype=jnp.float32)
 
 
@@ -433,12 +437,17 @@ def encoder_weights(method, backbone: models.Model, params: PyTree,
     if isinstance(tree, dict) and "backbone" in tree:
       candidates.append((tree["backbone"], state["backbone"]))
 
+  x = augment.normalize(augment.to_float(images), mean=tuple(mean),
+                        std=tuple(std))
+  # What the backbone keeps in its state; a student's also holds its
+  # drop-path stream (iBOT), which evaluation does not use.
+  kept = jax.eval_shape(backbone.init, jax.random.key(0), x)[1]
+
   @jax.jit
   def features(candidates):
-    x = augment.normalize(augment.to_float(images), mean=tuple(mean),
-                          std=tuple(std))
     return (method.encode(params, model_state, method_state, images),
-            [backbone.apply(p, s, x, train=False)[0] for p, s in candidates])
+            [backbone.apply(p, {k: s[k] for k in kept}, x, train=False)[0]
+             for p, s in candidates])
 
   expected, found = features(candidates)
   for candidate, got in zip(candidates, found):
@@ -513,7 +522,7 @@ def run(name: str, config, state: TrainState, workdir: str, *,
         num_classes=info.num_classes, head_init_std=protocol.head_init_std)
   else:
     mean, std = normalization(config, info.image_shape[-1])
-    backbone = backbone_of(config)
+    backbone = backbone_of(config, method)
     # Noise images tell the online backbone from the EMA target.
     images = np.random.default_rng(0).integers(
         0, 256, (4, *info.image_shape), dtype=np.uint8)
@@ -521,7 +530,7 @@ def run(name: str, config, state: TrainState, workdir: str, *,
                               state.model_state, state.method_state, images,
                               mean=mean, std=std)
     classifier = finetune_classifier(
-        backbone_of(config, drop_path_rate=protocol.drop_path_rate),
+        backbone_of(config, method, drop_path_rate=protocol.drop_path_rate),
         *weights, num_classes=info.num_classes, mean=mean, std=std,
         head_init_std=protocol.head_init_std,
         layer_decay=protocol.optimizer.layer_decay)

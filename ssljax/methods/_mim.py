@@ -2,7 +2,8 @@
 
 * `vit`: a method's ViT from a preset name (`models.VIT_SIZES`), with the
   method's official position embedding, pooling and masking options as
-  defaults that `backbone_kwargs` may change, and the ones it needs fixed;
+  defaults that `backbone_kwargs` may change, and the ones it needs fixed,
+  and the same ViT with another stochastic depth for fine-tuning;
 * `one_view` / `one_crop`: MAE and I-JEPA train on a single crop of each
   image, the first view of their `augment` recipe;
 * `masked_sinkhorn`: DINOv2's Sinkhorn-Knopp codes of the masked patch
@@ -30,6 +31,9 @@ class ViT(NamedTuple):
   dim: int
   num_heads: int
   patch_size: int
+  # `rate -> Model`: the same ViT with stochastic depth `rate`
+  # (`Method.backbone`, for fine-tuning).
+  with_drop_path: Callable[[float], models.Model]
 
 
 def vit(backbone, backbone_kwargs: Optional[Mapping], dtype: str, fn: str, *,
@@ -47,14 +51,19 @@ def vit(backbone, backbone_kwargs: Optional[Mapping], dtype: str, fn: str, *,
       raise ValueError(f"{fn}: `backbone_kwargs[{key!r}]` must be {value!r} "
                        f"for this method, got {kwargs[key]!r}.")
     kwargs[key] = value
-  try:
-    model = getattr(models, backbone)(**kwargs, dtype=jnp.dtype(dtype),
-                                      param_dtype=jnp.float32)
-  except TypeError as error:
-    raise ValueError(f"{fn}: bad `backbone_kwargs` for {backbone}: "
-                     f"{error}") from None
+
+  def build(**changes) -> models.Model:
+    try:
+      return getattr(models, backbone)(**{**kwargs, **changes},
+                                       dtype=jnp.dtype(dtype),
+                                       param_dtype=jnp.float32)
+    except TypeError as error:
+      raise ValueError(f"{fn}: bad `backbone_kwargs` for {backbone}: "
+                       f"{error}") from None
+
   dim, num_heads = models.VIT_SIZES[backbone]
-  return ViT(model, dim, num_heads, kwargs.get("patch_size", 16))
+  return ViT(build(), dim, num_heads, kwargs.get("patch_size", 16),
+             lambda rate: build(drop_path_rate=rate))
 
 
 def check_heads(dim: int, num_heads: int, name: str, fn: str) -> None:

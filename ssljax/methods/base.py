@@ -115,6 +115,11 @@ class Method(NamedTuple):
       the views' crop recipes for images whose views are cropped on the host
       (variable-size datasets: `ssljax.data.load(..., crops=...)`); None
       for a method that makes no views.
+    backbone: optional `backbone(drop_path_rate) -> models.Model`, the
+      network `encode` evaluates built as the method builds it (the masked
+      image models' ViTs: their position embedding, pooling and mask
+      token), for fine-tuning; None: `models.get(backbone,
+      **backbone_kwargs)` of the config (`evaluate.protocols.backbone_of`).
   """
   name: str
   init: Callable
@@ -124,3 +129,4 @@ class Method(NamedTuple):
   frozen: Optional[Callable] = None
   dataset_update: Optional[DatasetUpdate] = None
   crops: Optional[Callable] = None
+  backbone: Optional[Callable] = None

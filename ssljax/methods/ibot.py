@@ -279,7 +279,7 @@ def ibot(*, backbone: str = "vit_small",
   return Method(name="ibot", init=init, loss=loss, post_update=post_update,
                 encode=_shared.encoder(setup, target=True),
                 frozen=last_layer_frozen(freeze_last_layer_steps),
-                crops=setup.views.specs)
+                crops=setup.views.specs, backbone=vits[1].with_drop_path)
 
 
 def _check(fn: str, *, centering, koleo_weight, koleo_group_size,

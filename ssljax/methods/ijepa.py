@@ -178,4 +178,4 @@ def ijepa(*, backbone: str = "vit_base",
 
   return Method(name="ijepa", init=init, loss=loss, post_update=post_update,
                 encode=_shared.encoder(setup, target=True),
-                crops=_mim.one_crop(setup))
+                crops=_mim.one_crop(setup), backbone=encoder.with_drop_path)

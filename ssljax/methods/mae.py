@@ -141,6 +141,17 @@ def mae(*, backbone: str = "vit_base", backbone_kwargs: Mapping | None = None,
         tokens=True)
     return tokens[:, 0] if eval_pool == "cls" else jnp.mean(tokens[:, 1:], 1)
 
+  def backbone(drop_path_rate):
+    model = encoder.with_drop_path(drop_path_rate)
+    if eval_pool == "cls":
+      return model
+
+    def apply(params, state, x, *, train):
+      tokens, state = model.apply(params, state, x, train=train, tokens=True)
+      return jnp.mean(tokens[:, 1:], 1), state
+
+    return models.Model(model.init, apply)
+
   return Method(name="mae", init=init, loss=loss, post_update=_shared.keep,
-                encode=encode, crops=_mim.one_crop(setup))
+                encode=encode, crops=_mim.one_crop(setup), backbone=backbone)
 
