@@ -28,6 +28,11 @@ CASES = {
     "barlow_twins": {},
     "supcon": {},
 }
+# Barlow Twins' first gradient (norm 93 on this batch) at 0.5 is a jump
+# after which its second step turns the 6e-7 rounding differences of the
+# sharded reductions into 2e-5; at 0.1 the loss still halves and they stay
+# below 2e-6, while a wrong statistic would differ by far more.
+LEARNING_RATE = {"barlow_twins": 0.1}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -40,7 +45,8 @@ def test_eight_devices_equal_one(name):
     # SGD, not Adam: Adam turns the rounding noise of gradients that are
     # zero in exact arithmetic (a bias followed by BatchNorm) into
     # learning-rate-sized steps of random sign.
-    config.optimizer.update(name="sgd", learning_rate=0.5)
+    config.optimizer.update(name="sgd",
+                            learning_rate=LEARNING_RATE.get(name, 0.5))
     runs[devices] = run_steps(build(name, **CASES[name]), config, steps)
   (history8, metrics8), (history1, metrics1) = runs[8], runs[1]
   for m8, m1 in zip(metrics8, metrics1):
