@@ -1,6 +1,6 @@
 """Trains every registered method with one budget and tabulates the results.
 
-    python experiments/table.py --dataset=mnist5k --quick   # ~30 min on a CPU
+    python experiments/table.py --dataset=mnist5k --quick   # ~1 h on a 2-core CPU
     python experiments/table.py --dataset=mnist5k --seeds=3 # the README table
     python experiments/table.py --dataset=cifar10 --methods=simclr,byol
 
