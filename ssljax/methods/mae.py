@@ -133,13 +133,16 @@ def mae(*, backbone: str = "vit_base", backbone_kwargs: Mapping | None = None,
         metrics={}, update=(),
         embeddings=jax.lax.stop_gradient(tokens[:, 0]))
 
+  def pool(tokens):
+    return tokens[:, 0] if eval_pool == "cls" else jnp.mean(tokens[:, 1:], 1)
+
   def encode(params, model_state, method_state, images):
     del method_state  # MAE carries none.
     tokens, _ = encoder.model.apply(
         params["backbone"], model_state["backbone"],
         setup.views.normalize(_shared.first_image(images)), train=False,
         tokens=True)
-    return tokens[:, 0] if eval_pool == "cls" else jnp.mean(tokens[:, 1:], 1)
+    return pool(tokens)
 
   def backbone(drop_path_rate):
     model = encoder.with_drop_path(drop_path_rate)
@@ -148,7 +151,7 @@ def mae(*, backbone: str = "vit_base", backbone_kwargs: Mapping | None = None,
 
     def apply(params, state, x, *, train):
       tokens, state = model.apply(params, state, x, train=train, tokens=True)
-      return jnp.mean(tokens[:, 1:], 1), state
+      return pool(tokens), state
 
     return models.Model(model.init, apply)
 
