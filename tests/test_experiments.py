@@ -250,6 +250,28 @@ def test_table_with_seeds_aggregates_and_reports_failures(tmp_path):
   assert all("failed: ValueError" in r and "no_such_field" in r for r in rows)
 
 
+def test_quick_table_scores_only_at_the_end(tmp_path):
+  """`--quick` trains 5 epochs and skips the mid-run kNN monitors; the
+  final scores are those of the same run with them."""
+  data_dir = tmp_path / "data"
+  overrides = ("total_steps=4,batch_size=32,optimizer.warmup_steps=1,"
+               "checkpoint_every=2,method.backbone=tiny_cnn,"
+               "method.backbone_kwargs={'width':8}")
+  tables = {}
+  for flag in ("--quick", "--epochs=5"):
+    workdir = tmp_path / flag.strip("-")
+    run("table.py", f"--workdir={workdir}", "--methods=simclr", flag,
+        f"--overrides={overrides}", data_dir=data_dir)
+    scored = [r["step"] for r in read_metrics(workdir / "simclr" / "seed0")
+              if "knn_top1" in r]
+    assert scored == ([4] if flag == "--quick" else [2, 4])
+    with open(workdir / "table.json", encoding="utf-8") as f:
+      tables[flag] = json.load(f)["runs"]["simclr"][0]
+  assert tables["--quick"]["epochs"] == 5.0
+  for key in ("knn_top1", "probe_top1", "knn_top1_1pct", "probe_top1_10pct"):
+    assert tables["--quick"][key] == tables["--epochs=5"][key], key
+
+
 USER_METHOD = '''
 """A method of the user's own, outside ssljax: NT-Xent on a two-layer CNN,
 built only from ssljax's public API."""
