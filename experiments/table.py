@@ -7,8 +7,8 @@
 Each method runs with its own `configs/<method>.py` recipe for the dataset
 preset, all with the same number of epochs (`--epochs`; default the preset's,
 5 with `--quick`, which also skips the runs' mid-run kNN monitors: a smoke
-table, below the README's ten-epoch one), once per seed 0 .. `--seeds` − 1 (the seed sets the
-initialisation, the views and the data order), in
+table, below the README's ten-epoch one), once per seed 0 .. `--seeds` − 1
+(the seed sets the initialisation, the views and the data order), in
 `<workdir>/<method>/seed<k>`. Re-running resumes unfinished runs and reuses
 the saved rows of finished ones; `--reuse=table.json` takes the rows of a
 saved table (of the same dataset, epochs and overrides) instead of training
