@@ -46,8 +46,9 @@ from ssljax.train import evaluation, metrics as metrics_lib, restore_state
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a pretrain run.",
                                required=True)
-_STEP = flags.DEFINE_integer("step", None,
-                             "Checkpoint step to evaluate; default the latest.")
+_STEP = flags.DEFINE_integer(
+    "step", None, "Checkpoint step to evaluate; default the latest; 0 is the "
+    "run's initialisation (the from-scratch baseline).")
 _MONITORS = flags.DEFINE_bool(
     "monitors", True, "Also report kNN, the fast probe and collapse metrics.")
 _PROTOCOL = config_flags.DEFINE_config_dict(

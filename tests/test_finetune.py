@@ -17,13 +17,14 @@ import numpy as np
 import optax
 import pytest
 
-from ssljax import data, methods, models
+from ssljax import data, methods, models, train
 from ssljax.data import _tf
 from ssljax.evaluate import class_balanced_subset, protocols, supervised
 from ssljax.train.metrics import read_metrics
 from test_data_tf import N as TF_RECORDS, SsljaxTfFixed
-from test_linear_eval import (losses, pretrained,  # pylint: disable=unused-import
-                              run_cli, run_protocol)
+# pylint: disable-next=unused-import
+from test_linear_eval import (SHORT, losses, pretrained, run_cli,
+                              run_protocol)
 
 
 def paths(tree):
@@ -180,6 +181,35 @@ def test_finetuning_takes_the_network_encode_evaluates(pretrained):
       dino, models.tiny_cnn(), params, model_state, dino_state, images,
       mean=mean, std=std)
   assert weights[0] is teacher.params["backbone"]
+
+
+def test_step_zero_is_the_runs_initialisation(pretrained, tmp_path):
+  """`restore_state(step=0)`, the from-scratch baseline, is the network the
+  run started from: the parameters its first update left unchanged (the
+  update at rate 0 that starts SimCLR's warm-up), not those it trained."""
+  config, _, trained = pretrained
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.total_steps, config.checkpoint_every = 1, 1
+  workdir = str(tmp_path / "one_step")
+  train.train(config, workdir)
+  after_one = train.restore_state(config, workdir, image_shape=(28, 28, 1))
+  assert read_metrics(workdir)[0]["learning_rate"] == 0.0
+  initial = train.restore_state(config, workdir, image_shape=(28, 28, 1),
+                                step=0)
+  assert int(initial.step) == 0 and int(after_one.step) == 1
+  for a, b in zip(jax.tree.leaves(initial.params),
+                  jax.tree.leaves(after_one.params)):
+    np.testing.assert_array_equal(a, b)
+  assert not all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(initial.params), jax.tree.leaves(trained.params)))
+
+  protocol, result = protocols.run(
+      "finetune", config, initial, workdir, named_step=True,
+      overrides={**SHORT, "epochs": 1, "optimizer.warmup_epochs": 0})
+  assert protocol.pretrained.step == 0
+  assert protocols.directory(protocol, True) == "finetune_10pct_step0"
+  assert os.path.isdir(os.path.join(workdir, "finetune_10pct_step0"))
+  assert 0.0 <= result["finetune_top1"] <= 1.0
 
 
 def test_finetune_classifier_trains_batchnorm_and_keeps_drop_path_state():

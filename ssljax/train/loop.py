@@ -233,7 +233,10 @@ def restore_state(config, workdir: str, *, image_shape: Sequence[int],
     image_shape: (height, width, channels) of the images the method was
       initialised on (`ssljax.data.info(...).image_shape`).
     method: the run's `Method`; default `ssljax.methods.build(config)`.
-    step: the checkpoint to load; default the latest.
+    step: the checkpoint to load; default the latest. Step 0 is the state
+      before the first update, which is never saved: the run's
+      initialisation, rebuilt from its config and seed (the "from scratch"
+      baseline of the evaluation protocols).
 
   Returns:
     The state, replicated over `make_mesh(config)` (any number of processes
@@ -249,6 +252,8 @@ def restore_state(config, workdir: str, *, image_shape: Sequence[int],
   tx = make_optimizer(config, frozen=method.frozen)
   init = _initializer(config, method, tx, mesh,
                       {"image": (config.batch_size, *tuple(image_shape))})
+  if step == 0:
+    return init()
   with Checkpointer(workdir) as ckpt:
     restored = ckpt.restore(config, jax.eval_shape(init), step=step,
                             data=False)
