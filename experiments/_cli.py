@@ -14,6 +14,7 @@ from absl import flags, logging
 
 from configs import common
 from ssljax import train
+from ssljax.evaluate import protocols
 from ssljax.train import distributed, evaluation, metrics as metrics_lib
 from ssljax.train.loop import CONFIG_FILE
 
@@ -62,6 +63,29 @@ def pretrain(config, workdir: str) -> dict[str, float]:
     metrics_lib.write_summary(workdir, final)
     metrics_lib.plot_metrics(workdir)
   return final
+
+
+def finetune(workdir: str, step=None, overrides=None
+             ) -> tuple[ml_collections.ConfigDict, dict[str, float] | None]:
+  """(config, metrics) of fine-tuning `workdir`'s checkpoint at `step`
+  (latest; 0 the initialisation) by `protocols.finetune_protocol` with
+  `overrides`; metrics None if SIGTERM stopped it. Process 0 writes them
+  to `<workdir>/<protocols.directory(...)>.json`."""
+  config = read_config(workdir)
+  state = train.restore_state(
+      config, workdir, step=step,
+      image_shape=evaluation.dataset_info(config).image_shape)
+  named_step = step is not None
+  protocol, result = protocols.run("finetune", config, state, workdir,
+                                   overrides=overrides, named_step=named_step)
+  if len(result) == 1:  # Stopped by SIGTERM: no score yet.
+    return config, None
+  result["step"] = protocol.pretrained.step
+  if jax.process_index() == 0:
+    metrics_lib.write_summary(
+        workdir, result,
+        filename=protocols.directory(protocol, named_step) + ".json")
+  return config, result
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

@@ -40,7 +40,7 @@ from ml_collections import config_flags
 
 from experiments import _cli
 from ssljax.evaluate import protocols
-from ssljax.train import evaluation, metrics as metrics_lib, restore_state
+from ssljax.train import metrics as metrics_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a pretrain run.",
                                required=True)
@@ -55,33 +55,13 @@ _PROTOCOL = config_flags.DEFINE_config_dict(
     "Overrides of the fine-tuning's fields, --protocol.<field>=<value>.")
 
 
-def run(workdir: str, step=None, overrides=None
-        ) -> tuple[object, dict[str, float] | None]:
-  """(config, metrics) of fine-tuning `workdir`'s checkpoint at `step`
-  (latest); metrics None if SIGTERM stopped it."""
-  config = _cli.read_config(workdir)
-  state = restore_state(config, workdir, step=step,
-                        image_shape=evaluation.dataset_info(config).image_shape)
-  named_step = step is not None
-  protocol, result = protocols.run("finetune", config, state, workdir,
-                                   overrides=overrides, named_step=named_step)
-  if len(result) == 1:  # Stopped by SIGTERM: no score yet.
-    return config, None
-  result["step"] = protocol.pretrained.step
-  if jax.process_index() == 0:
-    metrics_lib.write_summary(workdir, result,
-                              filename=protocols.directory(protocol, named_step)
-                             + ".json")
-  return config, result
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   _cli.start()
   overrides = {"label_fraction": _LABEL_FRACTION.value,
                **config_flags.get_override_values(flags.FLAGS[_PROTOCOL.name])}
-  config, result = run(_WORKDIR.value, _STEP.value, overrides)
+  config, result = _cli.finetune(_WORKDIR.value, _STEP.value, overrides)
   if result is not None and jax.process_index() == 0:
     print(metrics_lib.summary_line(config, result), flush=True)
 

@@ -16,11 +16,17 @@ those runs, to add methods or seeds to it. The frozen encoders are scored as in
 `pretrain.py`: weighted kNN and the fast probe (a monitor, not the standard
 linear evaluation of `linear_eval.py`), on all the training labels and on
 the fixed 10% and 1% subsets (`ssljax.train.evaluation.few_label_scores`:
-the semi-supervised setting, where pixels are weak). Written to `<workdir>`:
+the semi-supervised setting, where pixels are weak). With
+`--finetune_epochs=E` each run is also fine-tuned end to end for E epochs by
+`finetune.py`'s recipe, and so is the same network from its initialisation
+(`finetune.py --step=0`), in the run's `finetune/` and `finetune_step0/`:
+the columns "fine-tune" and "from scratch" (not for `--reuse`d rows, whose
+checkpoints are elsewhere). Written to `<workdir>`:
 
   table.md    where it came from (command, commit, CPU, JAX, seeds, time),
               then method | kNN | probe | kNN 10% | probe 10% | kNN 1% |
-              probe 1% | images/s | wall time (s) | beats pixels on
+              probe 1% [| fine-tune | from scratch] | images/s | wall time
+              (s) | beats pixels on
   table.json  the same, with every seed's row
   table.png   the kNN and probe accuracies of every method as bars
 
@@ -32,6 +38,8 @@ it is skipped for datasets too large to hold as floats
 its mean minus its standard deviation exceeds the pixels' mean plus theirs:
 the last column lists those columns, so a claim holds beyond the spread
 (with one seed there is no spread and the column compares means only).
+Fine-tuning has no pixel row: its reference is the same network trained
+from the raw pixels, the "from scratch" column, by the same rule.
 
 A method whose run fails gets its error in the table instead of numbers; the
 others still run. images/s is the median of the logged training throughput;
@@ -83,6 +91,9 @@ _OVERRIDES = flags.DEFINE_string(
     "overrides", "", "More config overrides for every method, "
     "`key=value,...` as in the configs' argument (configs/common.py).")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Runs per method, seeds 0..N-1.")
+_FINETUNE_EPOCHS = flags.DEFINE_integer(
+    "finetune_epochs", None, "Also fine-tune every run for this many epochs "
+    "(finetune.py's recipe), and the same network from its initialisation.")
 _REUSE = flags.DEFINE_string(
     "reuse", None, "A table.json of the same dataset, epochs and overrides "
     "whose finished rows are taken instead of training those runs again "
@@ -92,8 +103,9 @@ _REUSE = flags.DEFINE_string(
 ACCURACIES = (("knn_top1", "kNN"), ("probe_top1", "probe"),
               ("knn_top1_10pct", "kNN 10%"), ("probe_top1_10pct", "probe 10%"),
               ("knn_top1_1pct", "kNN 1%"), ("probe_top1_1pct", "probe 1%"))
-_COLUMNS = ("method", *(title for _, title in ACCURACIES), "images/s",
-            "wall time (s)", "beats pixels on")
+# With --finetune_epochs: the run fine-tuned end to end, and the same
+# network fine-tuned from its initialisation (`finetune.py --step=0`).
+FINETUNED = (("finetune_top1", "fine-tune"), ("scratch_top1", "from scratch"))
 
 
 def method_config(name: str, dataset: str, epochs=None, overrides: str = ""):
@@ -168,6 +180,23 @@ def run_method(name: str, dataset: str, workdir: str, epochs=None,
   return row
 
 
+def finetune_scores(workdir: str, epochs: int) -> dict:
+  """{"finetune_top1", "scratch_top1"} of the finished run in `workdir`:
+  `finetune.py`'s protocol for `epochs` on its last checkpoint and on its
+  initialisation (step 0), each resumed or re-scored if already run; a
+  failure is returned as `error`, None where SIGTERM stopped the run."""
+  scores = {}
+  for (key, _), step in zip(FINETUNED, (None, 0)):
+    try:
+      _, result = _cli.finetune(workdir, step, {"epochs": epochs})
+    except Exception as error:  # pylint: disable=broad-except
+      logging.error("table: fine-tuning %s failed:\n%s", workdir,
+                    traceback.format_exc())
+      return {"error": f"fine-tuning: {type(error).__name__}: {error}"}
+    scores[key] = None if result is None else result["finetune_top1"]
+  return scores
+
+
 def pixel_baseline(dataset: str, seed: int = 0) -> dict | None:
   """The "raw pixels" row: the flattened images, in [0, 1], scored as
   encoders are (`ssljax.train.evaluation.score` and `few_label_scores`,
@@ -214,7 +243,7 @@ def aggregate(runs: list[dict]) -> dict:
   errors = [r["error"] for r in runs if "error" in r]
   if errors:
     return {**row, "error": errors[0]}
-  for key in (*(k for k, _ in ACCURACIES), "images_per_sec"):
+  for key in (*(k for k, _ in ACCURACIES + FINETUNED), "images_per_sec"):
     values = [r[key] for r in runs if r.get(key) is not None]
     row[key] = None if not values else (
         statistics.mean(values),
@@ -225,24 +254,27 @@ def aggregate(runs: list[dict]) -> dict:
 
 def beats(row: dict, pixels: dict | None) -> list[str]:
   """Titles of the accuracy columns where `row` beats `pixels` beyond the
-  spread: mean − std > pixels' mean + std (std 0 when unknown).
+  spread: mean − std > pixels' mean + std (std 0 when unknown). Fine-tuning
+  is compared with the same network trained from the raw pixels, the row's
+  "from scratch" column.
 
   Example:
     >>> pixels = {"knn_top1": (0.948, None, 1), "probe_top1": (0.9, 0.01, 3)}
-    >>> row = {"knn_top1": (0.96, 0.005, 3), "probe_top1": (0.92, 0.02, 3)}
+    >>> row = {"knn_top1": (0.96, 0.005, 3), "probe_top1": (0.92, 0.02, 3),
+    ...        "finetune_top1": (0.97, 0.01, 3),
+    ...        "scratch_top1": (0.93, 0.02, 3)}
     >>> beats(row, pixels)
-    ['kNN']
+    ['kNN', 'fine-tune']
   """
-  if pixels is None or "error" in row:
+  if "error" in row:
     return []
-  won = []
-  for key, title in ACCURACIES:
-    mine, theirs = row.get(key), pixels.get(key)
-    if mine is None or theirs is None:
-      continue
-    if mine[0] - (mine[1] or 0.0) > theirs[0] + (theirs[1] or 0.0):
-      won.append(title)
-  return won
+  pairs = [(title, row.get(key), pixels.get(key))
+           for key, title in ACCURACIES] if pixels else []
+  (tuned, title), (scratch, _) = FINETUNED
+  pairs.append((title, row.get(tuned), row.get(scratch)))
+  return [title for title, mine, theirs in pairs
+          if mine is not None and theirs is not None
+          and mine[0] - (mine[1] or 0.0) > theirs[0] + (theirs[1] or 0.0)]
 
 
 def commit() -> str:
@@ -285,7 +317,8 @@ def provenance(argv: list[str], seeds: int, seconds: float,
 
 
 def markdown(rows, pixels: dict | None = None) -> str:
-  """Aggregated rows (`aggregate`) as a markdown table.
+  """Aggregated rows (`aggregate`) as a markdown table; the fine-tuning
+  columns only if some row has them.
 
   Example:
     >>> row = {"method": "simclr", "knn_top1": (0.91234, 0.001, 3),
@@ -297,17 +330,20 @@ def markdown(rows, pixels: dict | None = None) -> str:
     | simclr | 91.23 ± 0.10 | 95.00 | n/a | n/a | n/a | n/a | 812 | 150 | - |
     | dino | failed: ValueError: x | - | - | - | - | - | - | - | - |
   """
-  lines = ["| " + " | ".join(_COLUMNS) + " |",
-           "|" + "---|" * len(_COLUMNS)]
+  accuracies = ACCURACIES + (FINETUNED if any(
+      row.get(key) for row in rows for key, _ in FINETUNED) else ())
+  columns = ("method", *(title for _, title in accuracies), "images/s",
+             "wall time (s)", "beats pixels on")
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   for row in rows:
     if "error" in row:
       cells = [row["method"], f"failed: {row['error']}",
-               *["-"] * (len(_COLUMNS) - 2)]
+               *["-"] * (len(columns) - 2)]
     else:
       won = beats(row, pixels) if row["method"] != PIXELS else []
       speed = row.get("images_per_sec")
       cells = [row["method"],
-               *(_percent(row.get(key)) for key, _ in ACCURACIES),
+               *(_percent(row.get(key)) for key, _ in accuracies),
                _number(speed[0] if speed else None), _number(row["wall_s"]),
                ", ".join(won) or ("n/a" if row["method"] == PIXELS else "-")]
     lines.append("| " + " | ".join(cells) + " |")
@@ -324,6 +360,19 @@ def _percent(value) -> str:
 
 def _number(value) -> str:
   return "n/a" if value is None else f"{value:.0f}"
+
+
+def run_seed(name: str, dataset: str, workdir: str, epochs, seed: int
+             ) -> dict:
+  """`run_method` with the command line's settings, then with
+  `--finetune_epochs` `finetune_scores`."""
+  row = run_method(name, dataset, workdir, epochs, _OVERRIDES.value, seed,
+                   monitor=not _QUICK.value)
+  finetune_epochs = _FINETUNE_EPOCHS.value
+  if finetune_epochs is None or "error" in row:
+    return row
+  return {**row, "finetune_epochs": finetune_epochs,
+          **finetune_scores(workdir, finetune_epochs)}
 
 
 def main(argv):
@@ -348,10 +397,9 @@ def main(argv):
     runs[PIXELS] = baselines
   for name in names:
     logging.info("table: training %s on %s", name, dataset)
-    runs[name] = [reused.get((name, seed)) or run_method(
+    runs[name] = [reused.get((name, seed)) or run_seed(
         name, dataset, os.path.join(workdir, name, f"seed{seed}"), epochs,
-        _OVERRIDES.value, seed, monitor=not _QUICK.value)
-                  for seed in range(seeds)]
+        seed) for seed in range(seeds)]
   if jax.process_index() != 0:
     return
   rows = [aggregate(seed_rows) for seed_rows in runs.values()]

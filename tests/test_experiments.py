@@ -272,6 +272,38 @@ def test_quick_table_scores_only_at_the_end(tmp_path):
     assert tables["--quick"][key] == tables["--epochs=5"][key], key
 
 
+def test_table_fine_tunes_each_run_and_its_initialisation(tmp_path):
+  """`--finetune_epochs` adds the run fine-tuned and the same network
+  fine-tuned from its initialisation (`finetune.py --step=0`); fine-tuning
+  beats the pixels only against the latter."""
+  data_dir = tmp_path / "data"
+  overrides = ("total_steps=8,batch_size=32,optimizer.warmup_steps=1,"
+               "checkpoint_every=8,method.backbone=tiny_cnn,"
+               "method.backbone_kwargs={'width':8}")
+  run("table.py", f"--workdir={tmp_path}", "--methods=simclr",
+      "--finetune_epochs=6", f"--overrides={overrides}", data_dir=data_dir)
+  with open(tmp_path / "table.md", encoding="utf-8") as f:
+    _, _, header, _, pixels, simclr = f.read().splitlines()
+  assert cells(header)[7:9] == ["fine-tune", "from scratch"]
+  assert cells(pixels)[7:9] == ["n/a", "n/a"]
+  run_dir = tmp_path / "simclr" / "seed0"
+  scores = {}
+  for name, column in (("finetune", 7), ("finetune_step0", 8)):
+    with open(run_dir / f"{name}.json", encoding="utf-8") as f:
+      result = json.load(f)
+    assert result["step"] == (0 if name.endswith("step0") else 8)
+    scores[name] = result["finetune_top1"]
+    assert float(cells(simclr)[column]) == pytest.approx(
+        100 * scores[name], abs=0.006)
+  with open(tmp_path / "table.json", encoding="utf-8") as f:
+    row = json.load(f)["runs"]["simclr"][0]
+  assert row["finetune_epochs"] == 6
+  assert row["scratch_top1"] == scores["finetune_step0"]
+  assert scores["finetune"] != scores["finetune_step0"]
+  won = cells(simclr)[-1]
+  assert ("fine-tune" in won) == (scores["finetune"] > scores["finetune_step0"])
+
+
 USER_METHOD = '''
 """A method of the user's own, outside ssljax: NT-Xent on a two-layer CNN,
 built only from ssljax's public API."""

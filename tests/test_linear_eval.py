@@ -175,12 +175,22 @@ def test_cross_entropy_with_smoothing_matches_timm():
     ("views.scale", (0.5, 0.2)), ("views.flip_prob", 2.0)])
 def test_bad_protocol_fields_are_named(field, value):
   protocol = protocols.base_protocol("linear")
+  protocol.optimizer.schedule = "step"  # The schedule that reads milestones.
   *parents, leaf = field.split(".")
   node = protocol
   for part in parents:
     node = node[part]
   node[leaf] = value
   with pytest.raises(ValueError, match=f"`{field}`"):
+    supervised.check(protocol)
+
+
+def test_milestones_are_checked_only_for_the_step_schedule():
+  protocol = protocols.base_protocol("finetune")
+  protocol.epochs, protocol.optimizer.warmup_epochs = 6, 5
+  supervised.check(protocol)  # A cosine: the milestones (0.6, 0.8) unused.
+  protocol.optimizer.schedule = "step"
+  with pytest.raises(ValueError, match="`optimizer.milestones`"):
     supervised.check(protocol)
 
 
