@@ -11,17 +11,17 @@ table, below the README's ten-epoch one), once per seed 0 .. `--seeds` − 1
 (the seed sets the initialisation, the views and the data order), in
 `<workdir>/<method>/seed<k>`. Re-running resumes unfinished runs and reuses
 the saved rows of finished ones; `--reuse=table.json` takes the rows of a
-saved table (of the same dataset, epochs and overrides) instead of training
-those runs, to add methods or seeds to it. The frozen encoders are scored as in
-`pretrain.py`: weighted kNN and the fast probe (a monitor, not the standard
-linear evaluation of `linear_eval.py`), on all the training labels and on
-the fixed 10% and 1% subsets (`ssljax.train.evaluation.few_label_scores`:
-the semi-supervised setting, where pixels are weak). With
+saved table (of the same dataset, epochs, overrides and fine-tuning epochs)
+instead of training those runs, to add methods or seeds to it. The frozen
+encoders are scored as in `pretrain.py`: weighted kNN and the fast probe (a
+monitor, not the standard linear evaluation of `linear_eval.py`), on all
+the training labels and on the fixed 10% and 1% subsets
+(`ssljax.train.evaluation.few_label_scores`: the semi-supervised setting,
+where pixels are weak). With
 `--finetune_epochs=E` each run is also fine-tuned end to end for E epochs by
 `finetune.py`'s recipe, and so is the same network from its initialisation
 (`finetune.py --step=0`), in the run's `finetune/` and `finetune_step0/`:
-the columns "fine-tune" and "from scratch" (not for `--reuse`d rows, whose
-checkpoints are elsewhere). Written to `<workdir>`:
+the columns "fine-tune" and "from scratch". Written to `<workdir>`:
 
   table.md    where it came from (command, commit, CPU, JAX, seeds, time),
               then method | kNN | probe | kNN 10% | probe 10% | kNN 1% |
@@ -95,9 +95,9 @@ _FINETUNE_EPOCHS = flags.DEFINE_integer(
     "finetune_epochs", None, "Also fine-tune every run for this many epochs "
     "(finetune.py's recipe), and the same network from its initialisation.")
 _REUSE = flags.DEFINE_string(
-    "reuse", None, "A table.json of the same dataset, epochs and overrides "
-    "whose finished rows are taken instead of training those runs again "
-    "(to add methods or seeds to a saved table).")
+    "reuse", None, "A table.json of the same dataset, epochs, overrides and "
+    "fine-tuning epochs whose finished rows are taken instead of training "
+    "those runs again (to add methods or seeds to a saved table).")
 
 # (metric, column title) of the accuracy columns.
 ACCURACIES = (("knn_top1", "kNN"), ("probe_top1", "probe"),
@@ -389,8 +389,8 @@ def main(argv):
     epochs = QUICK_EPOCHS
   names = _METHODS.value or methods.names()
   reused = reused_rows(_REUSE.value, {
-      "dataset": dataset, "epochs": epochs, "overrides": _OVERRIDES.value}
-                       ) if _REUSE.value else {}
+      "dataset": dataset, "epochs": epochs, "overrides": _OVERRIDES.value,
+      "finetune_epochs": _FINETUNE_EPOCHS.value}) if _REUSE.value else {}
   runs = {}
   baselines = [pixel_baseline(dataset, seed) for seed in range(seeds)]
   if baselines[0] is not None:

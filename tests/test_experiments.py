@@ -302,6 +302,11 @@ def test_table_fine_tunes_each_run_and_its_initialisation(tmp_path):
   assert scores["finetune"] != scores["finetune_step0"]
   won = cells(simclr)[-1]
   assert ("fine-tune" in won) == (scores["finetune"] > scores["finetune_step0"])
+  # Its rows are reused only by a table with the same fine-tuning.
+  refused = launch("table.py", f"--workdir={tmp_path / 'other'}",
+                   "--methods=simclr", f"--overrides={overrides}",
+                   f"--reuse={tmp_path / 'table.json'}", data_dir=data_dir)
+  assert refused.returncode != 0 and "was made with" in refused.stderr
 
 
 USER_METHOD = '''
