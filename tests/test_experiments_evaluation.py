@@ -152,3 +152,40 @@ def test_few_label_subsets_are_stratified_fixed_and_shared():
   expected = evaluation.score(subset, num_classes=10, linear=True, seed=0)
   assert one["knn_top1_1pct"] == expected["knn_top1"]
   assert one["probe_top1_1pct"] == expected["probe_top1"]
+
+
+def test_encode_split_keeps_one_call_in_flight_on_a_cpu_mesh(config):
+  """XLA:CPU runs independent programs concurrently: with a few hundred
+  encoder calls in flight over 4 or 8 devices, every device's thread can
+  end up waiting in a different call's all-gather until XLA aborts the
+  process (seen in CI at the end of a 1 × 4 device pre-training). Each call
+  finishes before the next starts, though these calls take longer than the
+  host's batches and would otherwise pile up; the features are unchanged."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.batch_size = 64
+  mesh = make_mesh(config)
+
+  def encode(weights, images):
+    x = images.reshape(len(images), -1)[:, :256].astype(np.float32) / 255
+    for _ in range(32):
+      x = jax.numpy.tanh(x @ weights)
+    return x
+
+  encoder = evaluation.make_encoder(encode, mesh)
+  previous = []
+
+  def checked_encoder(*args):
+    assert all(leaf.is_ready() for leaf in jax.tree.leaves(previous))
+    previous[:] = [encoder(*args)]
+    return previous[0]
+
+  weights = (np.random.default_rng(0).normal(size=(256, 256)) / 16).astype(
+      np.float32)
+  features, labels = evaluation.encode_split(config, checked_encoder, weights,
+                                             "train", mesh=mesh)
+  images = next(data.load("mnist5k", "train", batch_size=4000,
+                          shuffle=False, num_epochs=1,
+                          data_dir=config.data_dir))
+  np.testing.assert_array_equal(labels, images["label"])
+  np.testing.assert_allclose(features, jax.jit(encode)(weights, images[
+      "image"]), rtol=1e-5, atol=1e-5)

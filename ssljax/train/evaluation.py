@@ -145,12 +145,14 @@ def encode_split(config, encoder: Callable, tree, split: str, *, mesh
       process_count=jax.process_count(), **dataset_options(config))
   local = config.batch_size // jax.process_count()
   sharding = data_sharded(mesh)
-  # XLA:CPU runs independent programs concurrently, so two encoder calls in
-  # flight could enter their cross-process collectives in different orders
-  # in different processes and deadlock; there each call finishes before the
-  # next starts. Accelerators run a device's programs in order.
-  one_at_a_time = jax.process_count() > 1 and \
-      mesh.devices.flat[0].platform == "cpu"
+  # XLA:CPU runs independent programs concurrently: encoder calls in flight
+  # can enter their collectives in different orders in different processes,
+  # and even in one process the devices' threads can all wait in different
+  # calls' all-gathers until XLA aborts (seen with a few hundred calls in
+  # flight on 4 or 8 devices). So on a CPU mesh of several devices each call
+  # finishes before the next starts. Accelerators run a device's programs in
+  # order.
+  one_at_a_time = mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
   features, ids = [], []
   for _ in range(math.ceil(size / config.batch_size)):
     batch = next(batches, None)
