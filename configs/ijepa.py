@@ -21,8 +21,8 @@ Differences from the official code: docs/fidelity.md#ijepa. Targets:
   mnist5k       none published: ViT-Tiny/7, 4 blocks, on 28×28 digits
                 (see RECIPES). With `total_epochs=200` (27 min a seed on 2
                 CPU cores) the fast probe reads 89.93 ± 1.22 over three
-                seeds, the pixels' 88.93 ± 0.06; fine-tuned, 96.90 ± 0.71
-                over two against 94.65 ± 0.92 from scratch
+                seeds, the pixels' 88.93 ± 0.06; fine-tuned, 96.97 ± 0.51
+                against 94.80 ± 0.70 from scratch, same three seeds
                 (docs/mnist5k_recipes.md).
 kNN and linear probes read the target encoder's mean-pooled tokens.
 """
