@@ -17,9 +17,13 @@ Differences from the official code: docs/fidelity.md#mae. Targets:
                 ViT-Tiny/4 (CIFAR) and ViT-S/16, the same recipe; no
                 published number for these.
   mnist5k       none published: ViT-Tiny/4, 4 blocks, on 28×28 digits,
-                minutes on a CPU (see RECIPES).
-kNN and linear probes read the encoder's [CLS] token; MAE is made to be
-fine-tuned (its features are weaker under a linear probe).
+                minutes on a CPU (see RECIPES). With `total_epochs=100` (25
+                min a seed on 2 CPU cores) the probe reads 90.17 ± 0.25
+                over three seeds, the pixels' 88.93 ± 0.06
+                (docs/mnist5k_recipes.md).
+kNN and linear probes read the encoder's [CLS] token (mnist5k: the mean of
+its patch tokens, see RECIPES); MAE is made to be fine-tuned (its features
+are weaker under a linear probe).
 """
 
 from configs import common
