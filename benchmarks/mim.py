@@ -22,8 +22,8 @@ arguments: state and batch), its FLOPs (cost analysis), and, unless
 `--no_torch`, the same workload in PyTorch eager (`torch_step`: the same
 ViT, masking, heads, losses and AdamW, written here; views and masks drawn
 once on the host and not timed) with the ratio of the two throughputs.
-torch runs in this process after ssljax, each on every core of the
-machine; on a shared machine, compare ratios of runs taken together.
+torch runs in this process before ssljax's two steps, each on every
+core of the machine; on a shared machine, compare ratios of runs taken together.
 """
 
 from __future__ import annotations
