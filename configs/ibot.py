@@ -19,7 +19,7 @@ Differences from the official code: docs/fidelity.md#ibot. Targets:
   cifar10, cifar100, imagenet100
                 ViT-Tiny/4 (CIFAR, two global crops only) and ViT-S/16, the
                 same recipe; no published number for these.
-  mnist5k       none published: ViT-Tiny/4, 4 blocks, two global crops of
+  mnist5k       none published: ViT-Tiny/7, 4 blocks, two global crops of
                 the digits, minutes on a CPU (see RECIPES). With
                 `total_epochs=200` (47 min a seed on 2 CPU cores) the probe
                 reads 91.47 ± 0.64 over three seeds, the pixels' 88.93 ±
